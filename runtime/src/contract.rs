@@ -1,0 +1,116 @@
+//! The model contract: what `bit-tool` writes into an ONNX model's `metadata_props` and the
+//! runtime reads back, so that a model file is all a device needs.
+//!
+//! | key | value |
+//! |---|---|
+//! | `bit.format` | `"1"`, the version of this contract |
+//! | `bit.preprocess` | JSON [`Preprocess`] |
+//! | `bit.labels` | JSON array of class names, index order |
+//! | `bit.architecture` | JSON object describing the network and its source (informational) |
+
+use serde::{Deserialize, Serialize};
+
+/// Metadata key of the contract version.
+pub const META_FORMAT: &str = "bit.format";
+/// The contract version this crate writes and reads.
+pub const FORMAT_VERSION: &str = "1";
+/// Metadata key of the JSON [`Preprocess`].
+pub const META_PREPROCESS: &str = "bit.preprocess";
+/// Metadata key of the JSON label array.
+pub const META_LABELS: &str = "bit.labels";
+/// Metadata key of the JSON architecture description.
+pub const META_ARCHITECTURE: &str = "bit.architecture";
+
+/// Channel order the network expects in its input tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (BiT, timm, transformers).
+    Rgb,
+    /// Blue, green, red.
+    Bgr,
+}
+
+/// How a frame is brought to the square input.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum ResizeMode {
+    /// The whole frame resized straight to the square, aspect ratio not kept (BiT evaluation).
+    Squash,
+    /// A centred square covering `crop_fraction` of the shorter edge, resized to the input.
+    CenterCrop {
+        /// Fraction of the shorter edge kept, in (0, 1].
+        crop_fraction: f32,
+    },
+}
+
+/// Interpolation used when resizing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resample {
+    /// Bilinear with half-pixel centres and no antialiasing (`tf.image.resize` default,
+    /// PyTorch `interpolate(align_corners=False)`): what BiT was trained and evaluated with.
+    Bilinear,
+}
+
+/// How pixels become the input tensor: resize, then per channel
+/// `(value / 255 - mean) / std`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Default side of the square input, in pixels.
+    pub input_size: u32,
+    /// Channel order of the input tensor.
+    pub channel_order: ChannelOrder,
+    /// Per-channel mean, on values scaled to [0, 1], in `channel_order`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation, on values scaled to [0, 1], in `channel_order`.
+    pub std: [f32; 3],
+    /// Resize mode.
+    pub resize: ResizeMode,
+    /// Interpolation.
+    pub resample: Resample,
+}
+
+impl Preprocess {
+    /// BiT's own contract: RGB, `x / 127.5 - 1` (mean = std = 0.5), whole image squashed to the
+    /// square, bilinear.
+    pub fn bit_default(input_size: u32) -> Preprocess {
+        Preprocess {
+            input_size,
+            channel_order: ChannelOrder::Rgb,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            resize: ResizeMode::Squash,
+            resample: Resample::Bilinear,
+        }
+    }
+
+    /// Checks ranges: a positive size, positive finite std, a crop fraction in (0, 1].
+    pub fn validate(&self) -> Result<(), String> {
+        if self.input_size == 0 || self.input_size > 4096 {
+            return Err(format!("input_size {} is not in 1..=4096", self.input_size));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(format!("std {:?} must be positive", self.std));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("mean {:?} must be finite", self.mean));
+        }
+        if let ResizeMode::CenterCrop { crop_fraction } = self.resize
+            && !(crop_fraction > 0.0 && crop_fraction <= 1.0)
+        {
+            return Err(format!("crop_fraction {crop_fraction} is not in (0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// Per-channel `(scale, offset)` with `tensor = byte * scale + offset`, in tensor channel
+    /// order: the whole normalization folded into one multiply-add.
+    pub fn affine(&self) -> [(f32, f32); 3] {
+        std::array::from_fn(|c| {
+            let std = self.std[c] as f64;
+            let mean = self.mean[c] as f64;
+            ((1.0 / (255.0 * std)) as f32, (-mean / std) as f32)
+        })
+    }
+}
