@@ -138,7 +138,7 @@ impl Model {
         let proto = read_proto(path)?;
         let info = ModelInfo::from_proto(path, &proto)?;
         let input_size = options.input_size.unwrap_or(info.preprocess.input_size);
-        if input_size < 32 || input_size > 1024 {
+        if !(32..=1024).contains(&input_size) {
             return Err(model_err(format!("input size {input_size} is not in 32..=1024")));
         }
         let threads = options.threads.max(1);

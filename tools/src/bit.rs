@@ -155,15 +155,15 @@ impl BitWeights {
             });
         }
 
+        // The width factor comes from the root's output channels (64 per unit of width).
         let (root_key, root) = ckpt.slot(Slot::RootConv)?;
-        let root = to_oihw(layout, root);
-        let root_out = root.shape[0];
-        if root.shape.len() != 4 || root_out % 64 != 0 || root_out == 0 {
-            return Err(shape_err(
-                &root_key,
-                oihw_as_stored(layout, &[64, 3, 7, 7]),
-                &ckpt.get(&root_key)?.shape,
-            ));
+        let root_out = match (root.shape.len(), layout.kernels_hwio()) {
+            (4, true) => root.shape[3],
+            (4, false) => root.shape[0],
+            _ => 0,
+        };
+        if root_out == 0 || !root_out.is_multiple_of(64) {
+            return Err(shape_err(&root_key, oihw_as_stored(layout, &[64, 3, 7, 7]), &root.shape));
         }
         let width = root_out / 64;
         let (head_key, head) = ckpt.slot(Slot::HeadWeight)?;

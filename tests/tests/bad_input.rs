@@ -1,0 +1,149 @@
+//! Bad input to import and classify: every error names the file and the key or shape, and
+//! no output file (or temporary file) is left behind.
+
+use std::path::{Path, PathBuf};
+
+use bit_tools::synth::{synth_arrays, write_npz, write_safetensors};
+use bit_tools::tensor::Array;
+use bit_tools::{Arch, ImportOptions, Layout};
+
+fn small() -> Arch {
+    Arch { depths: vec![1, 1, 1, 1], width: 1, num_classes: 4 }
+}
+
+/// Imports `ckpt` into a fresh directory; returns the error text and checks that the
+/// directory is still empty.
+fn import_error(ckpt: &Path) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("model.onnx");
+    let err = bit_tools::import_checkpoint(ckpt, &out, &ImportOptions::default())
+        .expect_err("import must fail")
+        .to_string();
+    let left: Vec<PathBuf> = std::fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "failed import left {left:?}");
+    assert!(err.contains(&ckpt.display().to_string()), "error does not name the file: {err}");
+    err
+}
+
+fn good_npz(dir: &Path) -> PathBuf {
+    let path = dir.join("good.npz");
+    bit_tools::synth::write_synthetic(&path, &small(), 3, Layout::Npz, None).unwrap();
+    path
+}
+
+#[test]
+fn truncated_npz() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(good_npz(dir.path())).unwrap();
+    let path = dir.path().join("truncated.npz");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_error(&path);
+    assert!(err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn corrupt_array_data_in_npz() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(good_npz(dir.path())).unwrap();
+    // Flip bytes well inside the stored data: the zip CRC of that entry no longer matches.
+    let mid = bytes.len() / 3;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    let path = dir.path().join("corrupt.npz");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = import_error(&path);
+    assert!(err.contains("corrupt at 'resnet/"), "error names the damaged array: {err}");
+}
+
+#[test]
+fn missing_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = "resnet/block3/unit01/b/group_norm/beta";
+    let arrays: Vec<(String, Array)> =
+        synth_arrays(&small(), 3, Layout::Npz).into_iter().filter(|(k, _)| k != missing).collect();
+    let path = dir.path().join("missing.npz");
+    write_npz(&path, &arrays).unwrap();
+    let err = import_error(&path);
+    assert!(err.contains(&format!("missing array '{missing}'")), "{err}");
+}
+
+#[test]
+fn misshaped_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "resnet/block2/unit01/b/standardized_conv2d/kernel";
+    let arrays: Vec<(String, Array)> = synth_arrays(&small(), 3, Layout::Npz)
+        .into_iter()
+        .map(|(k, a)| {
+            if k == key { (k, Array::new(vec![3, 3, 128, 64], vec![0.5; 3 * 3 * 128 * 64])) } else { (k, a) }
+        })
+        .collect();
+    let path = dir.path().join("misshaped.npz");
+    write_npz(&path, &arrays).unwrap();
+    let err = import_error(&path);
+    assert!(
+        err.contains(key) && err.contains("[3, 3, 128, 64]") && err.contains("[3, 3, 128, 128]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_layouts_and_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = vec![("conv1/kernel".to_owned(), Array::new(vec![2], vec![1.0, 2.0]))];
+    let npz = dir.path().join("foreign.npz");
+    write_npz(&npz, &foreign).unwrap();
+    assert!(import_error(&npz).contains("unknown layout"));
+
+    let st = dir.path().join("foreign.safetensors");
+    write_safetensors(&st, &foreign).unwrap();
+    let err = import_error(&st);
+    assert!(err.contains("unknown layout") && err.contains("stem.conv.weight"), "{err}");
+
+    let text = dir.path().join("notes.npz");
+    std::fs::write(&text, "these are not weights").unwrap();
+    assert!(import_error(&text).contains("unknown checkpoint format"));
+
+    let missing = dir.path().join("does-not-exist.npz");
+    assert!(import_error(&missing).contains("No such file"));
+}
+
+#[test]
+fn extra_projection_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch { depths: vec![2, 1, 1, 1], ..small() };
+    let mut arrays = synth_arrays(&arch, 3, Layout::Npz);
+    arrays.push((
+        "resnet/block1/unit02/a/proj/standardized_conv2d/kernel".to_owned(),
+        Array::new(vec![1, 1, 256, 256], vec![0.0; 256 * 256]),
+    ));
+    let path = dir.path().join("extra.npz");
+    write_npz(&path, &arrays).unwrap();
+    let err = import_error(&path);
+    assert!(err.contains("no place for: resnet/block1/unit02/a/proj"), "{err}");
+}
+
+#[test]
+fn wrong_label_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = good_npz(dir.path());
+    let out = dir.path().join("model.onnx");
+    let options = ImportOptions { labels: Some(vec!["a".into(), "b".into()]), input_size: None };
+    let err = bit_tools::import_checkpoint(&ckpt, &out, &options).unwrap_err().to_string();
+    assert!(err.contains("4 classes but 2 labels"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn unreadable_image_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("photo.png");
+    std::fs::write(&fake, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let err = bit_runtime::load_image(&fake).unwrap_err().to_string();
+    assert!(err.contains("photo.png"), "{err}");
+
+    let model = dir.path().join("model.onnx");
+    std::fs::write(&model, b"not protobuf at all \xff\xff\xff").unwrap();
+    let err = bit_runtime::Model::load(&model, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("model.onnx") && err.contains("not a readable ONNX model"), "{err}");
+}

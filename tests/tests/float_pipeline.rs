@@ -1,0 +1,157 @@
+//! The float pipeline end to end: synthetic official checkpoint -> import (WS folded) ->
+//! tract, checked against the plain reference forward pass and across checkpoint layouts.
+
+use std::path::{Path, PathBuf};
+
+use bit_e2e::reference::Reference;
+use bit_e2e::{max_abs_diff, model_fixture, sample_images};
+use bit_runtime::{LoadOptions, Model, load_image};
+use bit_tools::{Arch, Checkpoint, ImportOptions, Layout};
+
+/// Max absolute logit difference allowed between tract and the reference.
+const LOGIT_TOL: f32 = 1e-4;
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn reduced() -> Arch {
+    Arch { depths: vec![1, 1, 1, 1], width: 1, num_classes: 1000 }
+}
+
+fn image(name: &str) -> image::RgbImage {
+    let path = sample_images().into_iter().find(|p| p.file_name().unwrap() == name).expect("sample image");
+    load_image(&path).expect("decodes")
+}
+
+fn compare_with_reference(checkpoint: &Path, model: &Path, size: u32, images: &[&str]) -> f32 {
+    let ckpt = Checkpoint::open(checkpoint).expect("checkpoint");
+    let reference = Reference::new(&ckpt.arrays, 1e-10);
+    let mut m =
+        Model::load(model, &LoadOptions { input_size: Some(size), ..Default::default() }).expect("load");
+    let mut worst = 0f32;
+    for name in images {
+        let input = m.tensor_for_image(&image(name));
+        let got = m.logits(&input).expect("run");
+        let want = reference.logits(&input, size as usize);
+        let diff = max_abs_diff(&got, &want);
+        let spread = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        println!("{name} at {size}: max |tract - reference| = {diff:.3e} (max |logit| {spread:.2})");
+        assert!(diff <= LOGIT_TOL, "{name} at {size}: logits differ by {diff}");
+        let top = |l: &[f32]| bit_runtime::top_k(l, 5).iter().map(|p| p.class).collect::<Vec<_>>();
+        assert_eq!(top(&got), top(&want), "{name}: top-5 differs");
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+#[test]
+fn reduced_depth_model_matches_reference_at_128_and_224() {
+    let f = model_fixture(&base(), "reduced-d1111", &reduced(), 1);
+    for size in [128, 224] {
+        compare_with_reference(&f.checkpoint, &f.model, size, &["chelsea.png", "coffee.png", "camera.png"]);
+    }
+}
+
+#[test]
+fn full_r50x1_matches_reference_at_224() {
+    if std::env::var_os("BIT_E2E_QUICK").is_some() {
+        println!("SKIPPED: BIT_E2E_QUICK is set (full R50x1 reference pass is slow under emulation)");
+        return;
+    }
+    let arch = Arch { depths: vec![3, 4, 6, 3], width: 1, num_classes: 1000 };
+    let f = model_fixture(&base(), "full-r50x1", &arch, 0);
+    let mut weights =
+        bit_tools::BitWeights::from_checkpoint(&Checkpoint::open(&f.checkpoint).unwrap()).unwrap();
+    assert_eq!(weights.parameter_count(), 25_549_352, "BiT-S-R50x1 has 25,549,352 parameters");
+    compare_with_reference(&f.checkpoint, &f.model, 224, &["chelsea.png"]);
+}
+
+/// Logits of `model` for chelsea.png at 128.
+fn logits_of(model: &Path) -> (Vec<f32>, Vec<String>) {
+    let mut m = Model::load(model, &LoadOptions { input_size: Some(128), ..Default::default() }).unwrap();
+    let input = m.tensor_for_image(&image("chelsea.png"));
+    (m.logits(&input).unwrap(), m.labels().to_vec())
+}
+
+#[test]
+fn every_checkpoint_layout_imports_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch { depths: vec![1, 1, 1, 1], width: 1, num_classes: 10 };
+    let labels: Vec<String> = (0..10).map(|i| format!("thing {i}")).collect();
+    let mut logits = Vec::new();
+    for layout in Layout::ALL {
+        let ckpt = match layout {
+            Layout::Npz => dir.path().join("ckpt.npz"),
+            Layout::Transformers => {
+                std::fs::create_dir(dir.path().join("hf")).unwrap();
+                dir.path().join("hf/model.safetensors")
+            }
+            _ => dir.path().join(format!("{}.safetensors", layout.name())),
+        };
+        bit_tools::synth::write_synthetic(&ckpt, &arch, 7, layout, Some(&labels)).unwrap();
+        // Transformers checkpoints are imported by directory, as users have them.
+        let source = if layout == Layout::Transformers { dir.path().join("hf") } else { ckpt };
+        let model = dir.path().join(format!("{}.onnx", layout.name()));
+        let report = bit_tools::import_checkpoint(&source, &model, &ImportOptions::default()).unwrap();
+        assert_eq!(report.layout, layout);
+        assert_eq!(report.arch, arch);
+        logits.push((layout, logits_of(&model)));
+    }
+    let get = |l: Layout| &logits.iter().find(|(x, _)| *x == l).unwrap().1;
+    // Same eps, same values: identical folded kernels, identical logits.
+    assert_eq!(get(Layout::Npz).0, get(Layout::BitPytorch).0, "npz vs bit_pytorch");
+    assert_eq!(get(Layout::Timm).0, get(Layout::Transformers).0, "timm vs transformers");
+    // WS eps 1e-10 (official) vs 1e-8 (timm/transformers): a small, bounded difference.
+    let eps_diff = max_abs_diff(&get(Layout::Npz).0, &get(Layout::Timm).0);
+    println!("npz (eps 1e-10) vs timm (eps 1e-8): max logit difference {eps_diff:.3e}");
+    assert!(eps_diff <= 1e-4, "eps difference moved logits by {eps_diff}");
+    assert!(eps_diff > 0.0, "different eps must give different kernels");
+    assert_eq!(get(Layout::Transformers).1, labels, "id2label from config.json");
+    assert_eq!(get(Layout::Npz).1[0], "class_0", "npz carries no labels");
+}
+
+/// Writes the classification of every sample image at 224 for cross-architecture parity and,
+/// when `BIT_PARITY_REFERENCE` names a file written on another machine, compares with it:
+/// same top-5, logits within 1e-4.
+#[test]
+fn sample_image_classifications_for_parity() {
+    let f = model_fixture(&base(), "reduced-d1111", &reduced(), 1);
+    let mut m = Model::load(&f.model, &LoadOptions::default()).unwrap();
+    let mut results = serde_json::Map::new();
+    for path in sample_images() {
+        let img = load_image(&path).unwrap();
+        let (top, logits) = m.classify_image(&img, 5).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        results.insert(
+            name,
+            serde_json::json!({"top5": top.iter().map(|p| p.class).collect::<Vec<_>>(), "logits": logits}),
+        );
+    }
+    assert_eq!(results.len(), 10, "all ten sample images classified");
+    let results = serde_json::Value::Object(results);
+    if let Some(out) = std::env::var_os("BIT_PARITY_OUT") {
+        std::fs::write(&out, serde_json::to_vec(&results).unwrap()).unwrap();
+        println!("wrote parity results to {}", Path::new(&out).display());
+    }
+    let Some(reference) = std::env::var_os("BIT_PARITY_REFERENCE") else {
+        println!("no BIT_PARITY_REFERENCE: nothing to compare against (CI sets it for the qemu run)");
+        return;
+    };
+    let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(&reference).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let mut worst = 0f32;
+    for (name, ours) in results.as_object().unwrap() {
+        let theirs = &reference[name];
+        assert_eq!(ours["top5"], theirs["top5"], "{name}: top-5 differs from the reference machine");
+        let diff = max_abs_diff(&floats(&ours["logits"]), &floats(&theirs["logits"]));
+        assert!(diff <= LOGIT_TOL, "{name}: logits differ by {diff}");
+        worst = worst.max(diff);
+    }
+    println!(
+        "parity with {}: same top-5 on all images, max logit difference {worst:.3e}",
+        std::env::consts::ARCH
+    );
+}
