@@ -124,10 +124,9 @@ impl ModelInfo {
 fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto, Error> {
     let model_err = |detail: String| Error::Model { path: path.to_owned(), detail };
     let bytes = std::fs::read(path).map_err(|e| model_err(e.to_string()))?;
-    use tract_onnx::prelude::Framework;
-    onnx()
-        .proto_model_for_read(&mut bytes.as_slice())
-        .map_err(|e| model_err(format!("not a readable ONNX model: {e:#}")))
+    // Decoding from the slice (not a reader) avoids a second in-memory copy of the file.
+    <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice())
+        .map_err(|e| model_err(format!("not a readable ONNX model: {e}")))
 }
 
 impl Model {
@@ -143,11 +142,12 @@ impl Model {
         }
         let threads = options.threads.max(1);
 
-        let typed = onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| {
-                m.with_input_fact(0, f32::fact([1, 3, input_size as usize, input_size as usize]).into())
-            })
+        // The protobuf holds a second copy of every weight: drop it before optimizing so that
+        // peak memory at start-up stays near one copy of the model.
+        let inference = onnx().model_for_proto_model(&proto).map_err(|e| model_err(format!("{e:#}")));
+        drop(proto);
+        let typed = inference?
+            .with_input_fact(0, f32::fact([1, 3, input_size as usize, input_size as usize]).into())
             .and_then(|m| m.into_optimized())
             .map_err(|e| model_err(format!("{e:#}")))?;
         let output = typed.output_fact(0).map_err(|e| model_err(format!("{e:#}")))?;

@@ -57,6 +57,12 @@ pub fn model_fixture(base: &Path, name: &str, arch: &Arch, seed: u64) -> Arc<Mod
     fixture
 }
 
+/// Whether `BIT_E2E_QUICK` asks for the short version of slow tests (CI sets it under qemu,
+/// where the plain reference pass runs ~50x slower than native).
+pub fn quick() -> bool {
+    std::env::var_os("BIT_E2E_QUICK").is_some()
+}
+
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");

@@ -37,8 +37,8 @@ pub fn bench(model: Option<PathBuf>, sizes: &[u32], threads: &[usize], runs: usi
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         std::env::consts::ARCH
     );
-    println!("| input | threads | load ms | median ms | min ms | p90 ms | peak RSS MB |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| input | threads | load ms | median ms | min ms | p90 ms | peak RSS MB | RSS after runs MB |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &size in sizes {
         for &t in threads {
             let out = Command::new(&exe)
@@ -52,12 +52,13 @@ pub fn bench(model: Option<PathBuf>, sizes: &[u32], threads: &[usize], runs: usi
             }
             let r: serde_json::Value = serde_json::from_slice(&out.stdout).context("child output")?;
             println!(
-                "| {size} | {t} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |",
+                "| {size} | {t} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
                 r["load_ms"].as_f64().unwrap_or(f64::NAN),
                 r["median_ms"].as_f64().unwrap_or(f64::NAN),
                 r["min_ms"].as_f64().unwrap_or(f64::NAN),
                 r["p90_ms"].as_f64().unwrap_or(f64::NAN),
                 r["peak_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+                r["rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0,
             );
         }
     }
@@ -87,19 +88,21 @@ pub fn bench_one(model: &Path, size: u32, threads: usize, runs: usize) -> Result
             "median_ms": pct(0.5),
             "min_ms": times[0],
             "p90_ms": pct(0.9),
-            "peak_rss_kb": peak_rss_kb(),
+            "peak_rss_kb": status_kb("VmHWM:"),
+            "rss_kb": status_kb("VmRSS:"),
         })
     );
     Ok(())
 }
 
-/// The process's peak resident set size (VmHWM), in KiB; 0 where /proc is unavailable.
-fn peak_rss_kb() -> u64 {
+/// A memory figure of this process from /proc/self/status (`VmHWM:` peak RSS, `VmRSS:`
+/// current), in KiB; 0 where /proc is unavailable.
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)

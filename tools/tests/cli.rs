@@ -1,0 +1,97 @@
+//! The `bit-tool` command line as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bit_tool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bit-tool")).args(args).output().expect("bit-tool runs")
+}
+
+fn samples() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/images");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg"))
+        .map(|p| p.display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn synth_import_classify_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.npz");
+    let model = dir.path().join("model.onnx");
+    let out = bit_tool(&["synth", "--out", ckpt.to_str().unwrap(), "--depths", "1,1,1,1", "--seed", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bit_tool(&["import", ckpt.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1000 classes") && stdout.contains("built-in ILSVRC-2012 names"), "{stdout}");
+
+    let images = samples();
+    let mut args = vec!["classify", "--model", model.to_str().unwrap(), "--json", "-k", "3"];
+    args.extend(images.iter().map(String::as_str));
+    let out = bit_tool(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let labels = bit_tools::imagenet1k_labels();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), images.len());
+    for line in &lines {
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let scores: Vec<f64> = top.iter().map(|t| t["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+        assert!(scores.iter().sum::<f64>() <= 1.0 + 1e-6);
+        for t in top {
+            let class = t["class"].as_u64().unwrap() as usize;
+            assert_eq!(t["label"].as_str().unwrap(), labels[class]);
+        }
+    }
+
+    let out = bit_tool(&["info", model.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("from the model metadata") && stdout.contains("\"input_size\": 224"), "{stdout}");
+    assert!(stdout.contains("labels: 1000 (tench, goldfish"), "{stdout}");
+}
+
+#[test]
+fn errors_exit_non_zero_and_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.npz");
+    std::fs::write(&bogus, b"PK\x03\x04 definitely not a zip").unwrap();
+    let model = dir.path().join("out.onnx");
+    let out = bit_tool(&["import", bogus.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("bit-tool: error: importing") && stderr.contains("bogus.npz"), "{stderr}");
+    assert!(!model.exists(), "no output on failure");
+
+    let out = bit_tool(&["synth", "--out", "x.npz", "--depths", "1,1,1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--depths needs four"));
+}
+
+#[test]
+fn one_bad_image_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.npz");
+    let model = dir.path().join("model.onnx");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    assert!(
+        bit_tool(&["synth", "--out", &s(&ckpt), "--depths", "1,1,1,1", "--classes", "10"]).status.success()
+    );
+    assert!(bit_tool(&["import", &s(&ckpt), "--out", &s(&model)]).status.success());
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"\xff\xd8\xff\xe0 not really").unwrap();
+    let good = samples()[0].clone();
+    let out = bit_tool(&["classify", "--model", &s(&model), &s(&broken), &good]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.jpg") && stderr.contains("1 of 2 images"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("class_"), "the good image was classified");
+}
