@@ -41,6 +41,14 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// A configuration value is out of range.
+    #[error("configuration '{field}': {detail}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
     /// tract failed while running the network.
     #[error("inference failed: {0}")]
     Inference(String),

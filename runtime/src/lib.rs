@@ -3,17 +3,32 @@
 //! A model file carries its own contract (input size, normalization, resize mode, labels) in
 //! its ONNX metadata; see [`contract`]. [`Model::load`] optimizes the network for a fixed
 //! input size once and keeps one tract state for every run.
+//!
+//! Camera frames ([`Frame`]: YUYV, UYVY, NV12, RGB, BGR, grey, MJPEG) go through a
+//! [`Classifier`], which validates each frame, converts, resizes and normalizes it straight
+//! into the input tensor in one pass, runs the network and returns the top classes, without
+//! allocating in the runtime's own per-frame code ([`classifier`] says what tract and the
+//! JPEG decoder allocate). [`stats`] keeps per-stage latency percentiles.
 #![deny(missing_docs)]
 
+pub mod classifier;
 pub mod contract;
+mod convert;
 mod error;
+pub mod frame;
+mod jpeg;
 mod model;
 pub mod preprocess;
+pub mod stats;
 pub mod topk;
 
+pub use classifier::{Classifier, ClassifierConfig, ClassifyError};
 pub use contract::Preprocess;
 pub use error::Error;
+pub use frame::{Frame, FrameError, JpegFault, PixelFormat};
 pub use model::{ContractSource, LoadOptions, Model, ModelInfo, SUPPORTED_SIZES, load_image};
+pub use preprocess::{FramePreprocessor, Roi};
+pub use stats::{LatencyStats, Stage};
 pub use topk::{MAX_TOP_K, Prediction, TopK, top_k};
 
 /// Reads a label file: one class name per line (blank lines and `#` comments skipped), or a

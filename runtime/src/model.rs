@@ -239,6 +239,13 @@ impl Model {
         Ok(view.iter().copied().collect())
     }
 
+    /// Runs the network on one input value without copying it: the caller may keep its own
+    /// reference to the tensor (tract drops its clones when the run ends) and refill it for
+    /// the next run.
+    pub(crate) fn run_value(&mut self, input: TValue) -> TractResult<TVec<TValue>> {
+        self.state.run(tvec!(input))
+    }
+
     /// The input tensor for an RGB image under this model's contract.
     pub fn tensor_for_image(&self, image: &image::RgbImage) -> Vec<f32> {
         let resizer = Resizer::new(image.width(), image.height(), self.input_size, &self.preprocess);

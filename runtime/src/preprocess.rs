@@ -1,10 +1,36 @@
-//! From pixels to the NCHW input tensor: resize (squash or centre crop), bilinear sampling,
-//! channel order and normalization in one pass over the output.
+//! From pixels to the NCHW input tensor: region of interest, resize (squash or centre crop),
+//! colour conversion, bilinear sampling, channel order and normalization in one pass over
+//! the output.
 //!
-//! The sampling taps are computed once per source size ([`Resizer::new`]); filling a tensor
-//! ([`Resizer::fill_rgb8`]) does no allocation.
+//! The sampling taps are computed once per source geometry ([`Resizer::new`],
+//! [`Resizer::set_source`]); filling a tensor ([`Resizer::fill_rgb8`],
+//! [`FramePreprocessor::fill`]) does no allocation.
+//!
+//! Raw frames (YUYV, UYVY, NV12, RGB, BGR, grey) are read straight from the capture buffer:
+//! for each output pixel the four bilinear taps are converted to RGB8, then interpolated.
+//! Converting each tap first keeps the reference semantics exactly, "convert the frame to
+//! RGB8, then resize" (interpolating Y, U, V and converting once would be 4x fewer
+//! conversions, but the clamp to 0..=255 is not linear, so saturated colours would differ).
+//! For 640x480 into 224x224 that is 4 x 224² ≈ 200k conversions, fewer than the 307k of
+//! converting the whole frame, and no intermediate image. MJPEG frames are decoded into a
+//! scratch RGB buffer allocated once for the largest frame, then resized from it.
+//!
+//! YUV is BT.601 limited ("studio") range, what UVC cameras send as YUYV and what NV12 from
+//! video pipelines uses: `R = 1.164 (Y-16) + 1.596 (V-128)`, `G = 1.164 (Y-16) - 0.392
+//! (U-128) - 0.813 (V-128)`, `B = 1.164 (Y-16) + 2.017 (U-128)`, in 8.8 fixed point,
+//! clamped to 0..=255 (within one step of the formula in f64). Chroma is the pixel's own
+//! pair's (4:2:2) or 2x2 block's (4:2:0), not interpolated, as a plain converter does.
+//!
+//! Two kernels fill from YUV ([`Kernel`]), with identical results: the scalar one converts
+//! and interpolates one output pixel at a time; the fast one (default) gathers the taps of
+//! a whole output row, then converts and interpolates the row as plain arrays, which the
+//! compiler vectorizes (SSE2 on x86_64, NEON on aarch64: both baseline, so no `unsafe` and
+//! no run-time detection). `benches/frames.rs` measures both: ~6x on x86_64.
 
 use crate::contract::{ChannelOrder, Preprocess, ResizeMode};
+use crate::convert::{self, PixelSource, YuvSource, YuvTaps};
+use crate::frame::{Frame, FrameError, MAX_SIDE, PixelFormat, check_geometry};
+use crate::jpeg::JpegScratch;
 
 /// One output coordinate's bilinear taps along an axis.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -15,43 +41,137 @@ struct Tap {
     frac: f32,
 }
 
-/// Precomputed sampling of a `src_w` x `src_h` frame into a `size` x `size` tensor.
+/// A rectangle of a frame, in frame pixels: the part of the frame the resize mode applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Roi {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl Roi {
+    /// The whole of a `width` x `height` frame.
+    pub fn full(width: u32, height: u32) -> Roi {
+        Roi { x: 0, y: 0, width, height }
+    }
+
+    /// Whether the region is non-empty and inside a `width` x `height` frame.
+    pub fn fits(&self, width: u32, height: u32) -> bool {
+        self.width > 0
+            && self.height > 0
+            && self.x as u64 + self.width as u64 <= width as u64
+            && self.y as u64 + self.height as u64 <= height as u64
+    }
+}
+
+/// Precomputed sampling of a `src_w` x `src_h` frame (or a region of it) into a
+/// `size` x `size` tensor.
 #[derive(Clone, Debug)]
 pub struct Resizer {
     src_w: u32,
     src_h: u32,
+    roi: Roi,
     size: u32,
+    mode: ResizeMode,
     xs: Vec<Tap>,
     ys: Vec<Tap>,
+    /// `xs` as structure of arrays, for the fast path.
+    x_cols: Vec<(u32, u32)>,
+    x_frac: Vec<f32>,
     affine: [(f32, f32); 3],
     bgr: bool,
 }
 
 impl Resizer {
-    /// Taps for a source of `src_w` x `src_h` pixels under `pre`, at output side `size`.
+    /// Taps for a whole source of `src_w` x `src_h` pixels under `pre`, at output side
+    /// `size`.
+    ///
+    /// # Panics
+    /// If a size is zero.
     pub fn new(src_w: u32, src_h: u32, size: u32, pre: &Preprocess) -> Resizer {
         assert!(src_w > 0 && src_h > 0 && size > 0, "resizer needs non-empty sizes");
-        let (x0, y0, cw, ch) = match pre.resize {
-            ResizeMode::Squash => (0.0, 0.0, src_w as f64, src_h as f64),
-            ResizeMode::CenterCrop { crop_fraction } => {
-                let side = (src_w.min(src_h) as f64 * crop_fraction as f64).max(1.0);
-                ((src_w as f64 - side) / 2.0, (src_h as f64 - side) / 2.0, side, side)
-            }
-        };
-        Resizer {
+        let mut r = Resizer {
             src_w,
             src_h,
+            roi: Roi::full(src_w, src_h),
             size,
-            xs: taps(x0, cw, src_w, size),
-            ys: taps(y0, ch, src_h, size),
+            mode: pre.resize,
+            xs: Vec::with_capacity(size as usize),
+            ys: Vec::with_capacity(size as usize),
+            x_cols: Vec::with_capacity(size as usize),
+            x_frac: Vec::with_capacity(size as usize),
             affine: pre.affine(),
             bgr: pre.channel_order == ChannelOrder::Bgr,
+        };
+        r.compute_taps();
+        r
+    }
+
+    /// Taps for the region `roi` (the whole frame if `None`) of a `src_w` x `src_h` source.
+    /// The resize mode applies inside the region; samples are clamped to its edges, as if
+    /// the region were cut out first.
+    ///
+    /// # Panics
+    /// If `size` is zero.
+    pub fn with_roi(
+        src_w: u32,
+        src_h: u32,
+        roi: Option<Roi>,
+        size: u32,
+        pre: &Preprocess,
+    ) -> Result<Resizer, FrameError> {
+        let mut r = Resizer::new(1, 1, size, pre);
+        r.set_source(src_w, src_h, roi)?;
+        Ok(r)
+    }
+
+    /// Recomputes the taps for a new source geometry, in place: the tap buffers hold `size`
+    /// entries whatever the source, so this does not allocate. On error the resizer keeps
+    /// its previous geometry.
+    pub fn set_source(&mut self, src_w: u32, src_h: u32, roi: Option<Roi>) -> Result<(), FrameError> {
+        if src_w == 0 || src_h == 0 {
+            return Err(FrameError::ZeroSize { width: src_w, height: src_h });
         }
+        let roi = roi.unwrap_or(Roi::full(src_w, src_h));
+        if !roi.fits(src_w, src_h) {
+            return Err(FrameError::RoiOutside { roi, width: src_w, height: src_h });
+        }
+        (self.src_w, self.src_h, self.roi) = (src_w, src_h, roi);
+        self.compute_taps();
+        Ok(())
+    }
+
+    fn compute_taps(&mut self) {
+        let roi = self.roi;
+        let (rw, rh) = (roi.width as f64, roi.height as f64);
+        let (x0, y0, cw, ch) = match self.mode {
+            ResizeMode::Squash => (0.0, 0.0, rw, rh),
+            ResizeMode::CenterCrop { crop_fraction } => {
+                let side = (rw.min(rh) * crop_fraction as f64).max(1.0);
+                ((rw - side) / 2.0, (rh - side) / 2.0, side, side)
+            }
+        };
+        taps(roi.x as f64 + x0, cw, roi.x, roi.width, self.size, &mut self.xs);
+        taps(roi.y as f64 + y0, ch, roi.y, roi.height, self.size, &mut self.ys);
+        self.x_cols.clear();
+        self.x_cols.extend(self.xs.iter().map(|t| (t.lo, t.hi)));
+        self.x_frac.clear();
+        self.x_frac.extend(self.xs.iter().map(|t| t.frac));
     }
 
     /// Source width and height this resizer was built for.
     pub fn source_size(&self) -> (u32, u32) {
         (self.src_w, self.src_h)
+    }
+
+    /// The region of the source that is sampled (the whole source unless one was given).
+    pub fn roi(&self) -> Roi {
+        self.roi
     }
 
     /// Output side.
@@ -61,14 +181,24 @@ impl Resizer {
 
     /// Fills `out` (`3 * size * size` values, NCHW with N = 1) from packed RGB8 rows of
     /// `stride` bytes.
+    ///
+    /// # Panics
+    /// If `out`, `stride` or `src` are too short for the source size.
     pub fn fill_rgb8(&self, src: &[u8], stride: usize, out: &mut [f32]) {
-        let plane = (self.size * self.size) as usize;
-        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
         assert!(stride >= 3 * self.src_w as usize, "stride {stride} shorter than a row");
         assert!(
             src.len() >= stride * (self.src_h as usize - 1) + 3 * self.src_w as usize,
             "source too short"
         );
+        self.fill_from(&convert::Packed::<{ convert::RGB }> { data: src, stride }, out);
+    }
+
+    /// The fused loop: for each output pixel, four taps from `src` as RGB8, bilinear
+    /// interpolation, channel order and normalization. `src` must cover the source size
+    /// (validated frames do); the taps never leave the region.
+    pub(crate) fn fill_from<S: PixelSource>(&self, src: &S, out: &mut [f32]) {
+        let plane = (self.size * self.size) as usize;
+        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
         // Tensor channel c takes source channel order[c].
@@ -76,40 +206,204 @@ impl Resizer {
         let aff = self.affine;
         let size = self.size as usize;
         for (oy, ty) in self.ys.iter().enumerate() {
-            let row_lo = &src[ty.lo as usize * stride..];
-            let row_hi = &src[ty.hi as usize * stride..];
+            let row_lo = src.row(ty.lo);
+            let row_hi = src.row(ty.hi);
             let wy = ty.frac;
+            let base = oy * size;
+            let (r_row, g_row, b_row) = (
+                &mut r_plane[base..base + size],
+                &mut g_plane[base..base + size],
+                &mut b_plane[base..base + size],
+            );
             for (ox, tx) in self.xs.iter().enumerate() {
-                let (a, b) = (3 * tx.lo as usize, 3 * tx.hi as usize);
+                let (a0, b0) = (S::rgb(row_lo, tx.lo), S::rgb(row_lo, tx.hi));
+                let (a1, b1) = (S::rgb(row_hi, tx.lo), S::rgb(row_hi, tx.hi));
                 let wx = tx.frac;
                 let mut px = [0f32; 3];
                 for (c, v) in px.iter_mut().enumerate() {
-                    let top = row_lo[a + c] as f32 + (row_lo[b + c] as f32 - row_lo[a + c] as f32) * wx;
-                    let bot = row_hi[a + c] as f32 + (row_hi[b + c] as f32 - row_hi[a + c] as f32) * wx;
+                    let top = a0[c] as f32 + (b0[c] as f32 - a0[c] as f32) * wx;
+                    let bot = a1[c] as f32 + (b1[c] as f32 - a1[c] as f32) * wx;
                     *v = top + (bot - top) * wy;
                 }
-                let i = oy * size + ox;
-                r_plane[i] = px[order[0]] * aff[0].0 + aff[0].1;
-                g_plane[i] = px[order[1]] * aff[1].0 + aff[1].1;
-                b_plane[i] = px[order[2]] * aff[2].0 + aff[2].1;
+                r_row[ox] = px[order[0]] * aff[0].0 + aff[0].1;
+                g_row[ox] = px[order[1]] * aff[1].0 + aff[1].1;
+                b_row[ox] = px[order[2]] * aff[2].0 + aff[2].1;
             }
         }
     }
 }
 
+impl Resizer {
+    /// The fast path for YUV frames: per output row, gather the raw Y, U, V of every tap
+    /// (scalar loads), then convert, interpolate and normalize the whole row in a loop the
+    /// compiler vectorizes. Same arithmetic as [`Resizer::fill_from`], same results.
+    pub(crate) fn fill_yuv<S: YuvSource>(&self, src: &S, scratch: &mut YuvTaps, out: &mut [f32]) {
+        let plane = (self.size * self.size) as usize;
+        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
+        let (first, rest) = out.split_at_mut(plane);
+        let (second, third) = rest.split_at_mut(plane);
+        // Source red goes to tensor channel 0, or 2 for a BGR network.
+        let (r_plane, g_plane, b_plane) =
+            if self.bgr { (third, second, first) } else { (first, second, third) };
+        let a = self.affine;
+        let aff = if self.bgr { [a[2], a[1], a[0]] } else { a };
+        let size = self.size as usize;
+        for (oy, ty) in self.ys.iter().enumerate() {
+            scratch.gather::<S>(src.row(ty.lo), src.row(ty.hi), &self.x_cols);
+            let rows = oy * size..(oy + 1) * size;
+            scratch.convert_row(
+                &self.x_frac,
+                ty.frac,
+                (&mut r_plane[rows.clone()], &mut g_plane[rows.clone()], &mut b_plane[rows]),
+                aff,
+            );
+        }
+    }
+}
+
+/// Which implementation fills the tensor from raw YUV frames. Both give identical results;
+/// the scalar one is the plain reference the fast one is tested against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    /// Gather the taps of a row, then convert and interpolate the row as arrays
+    /// (auto-vectorized).
+    #[default]
+    Fast,
+    /// Convert and interpolate one output pixel at a time.
+    Scalar,
+}
+
 /// Half-pixel-centre bilinear taps for `n` outputs covering `[start, start + extent)` of a
-/// source axis of `len` pixels, clamped at the edges (tf.image.resize, no antialias).
-fn taps(start: f64, extent: f64, len: u32, n: u32) -> Vec<Tap> {
+/// source axis, clamped to the `len` pixels from `first` (tf.image.resize, no antialias).
+/// Reuses `out`'s storage.
+fn taps(start: f64, extent: f64, first: u32, len: u32, n: u32, out: &mut Vec<Tap>) {
     let scale = extent / n as f64;
-    let max = (len - 1) as f64;
-    (0..n)
-        .map(|i| {
-            let s = (start + (i as f64 + 0.5) * scale - 0.5).clamp(0.0, max);
-            let lo = s.floor();
-            let hi = (lo + 1.0).min(max);
-            Tap { lo: lo as u32, hi: hi as u32, frac: (s - lo) as f32 }
-        })
-        .collect()
+    let (min, max) = (first as f64, (first + len - 1) as f64);
+    out.clear();
+    out.extend((0..n).map(|i| {
+        let s = (start + (i as f64 + 0.5) * scale - 0.5).clamp(min, max);
+        let lo = s.floor();
+        let hi = (lo + 1.0).min(max);
+        Tap { lo: lo as u32, hi: hi as u32, frac: (s - lo) as f32 }
+    }));
+}
+
+fn yuv<S: YuvSource>(r: &Resizer, src: &S, fast: bool, scratch: &mut YuvTaps, out: &mut [f32]) {
+    if fast { r.fill_yuv(src, scratch, out) } else { r.fill_from(src, out) }
+}
+
+/// Frames of any [`PixelFormat`] to the input tensor, with every buffer allocated up front:
+/// the taps for the current geometry and the MJPEG scratch image for the largest frame.
+#[derive(Debug)]
+pub struct FramePreprocessor {
+    resizer: Resizer,
+    roi: Option<Roi>,
+    /// Source size the resizer's taps are for; `None` before the first frame or `prepare`.
+    prepared: Option<(u32, u32)>,
+    max_width: u32,
+    max_height: u32,
+    jpeg: JpegScratch,
+    yuv: YuvTaps,
+    kernel: Kernel,
+}
+
+impl FramePreprocessor {
+    /// A preprocessor for `size` x `size` tensors under `pre` (resize mode, normalization,
+    /// channel order), sampling `roi` of each frame (the whole frame if `None`), for frames
+    /// of at most `max_width` x `max_height` pixels (capped at [`MAX_SIDE`]). Allocates the
+    /// MJPEG scratch image (`3 * max_width * max_height` bytes, zeroed lazily by the OS).
+    ///
+    /// # Panics
+    /// If `size` is zero.
+    pub fn new(pre: &Preprocess, size: u32, roi: Option<Roi>, max_width: u32, max_height: u32) -> Self {
+        let (max_width, max_height) = (max_width.min(MAX_SIDE), max_height.min(MAX_SIDE));
+        FramePreprocessor {
+            resizer: Resizer::new(1, 1, size, pre),
+            roi,
+            prepared: None,
+            max_width,
+            max_height,
+            jpeg: JpegScratch::new(max_width, max_height),
+            yuv: YuvTaps::new(size as usize),
+            kernel: Kernel::Fast,
+        }
+    }
+
+    /// Selects the implementation for YUV frames (the fast one by default).
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.kernel = kernel;
+    }
+
+    /// The implementation used for YUV frames.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Computes the taps for `width` x `height` frames of `format` ahead of the first one,
+    /// and checks the geometry (size, parity, maximum, region of interest). Without it the
+    /// first frame of a new geometry does this itself; neither allocates.
+    pub fn prepare(&mut self, format: PixelFormat, width: u32, height: u32) -> Result<(), FrameError> {
+        check_geometry(format, width, height)?;
+        if width > self.max_width || height > self.max_height {
+            return Err(FrameError::TooLarge {
+                width,
+                height,
+                max_width: self.max_width,
+                max_height: self.max_height,
+            });
+        }
+        if self.prepared != Some((width, height)) {
+            self.resizer.set_source(width, height, self.roi)?;
+            self.prepared = Some((width, height));
+        }
+        Ok(())
+    }
+
+    /// Checks `frame` and fills `out` (`3 * size * size` values) from it. On error `out` is
+    /// left untouched, except for an MJPEG frame that fails while decoding, which leaves
+    /// `out` as it was too (decoding goes to the scratch image first).
+    ///
+    /// # Panics
+    /// If `out` does not hold `3 * size * size` values.
+    pub fn fill(&mut self, frame: &Frame, out: &mut [f32]) -> Result<(), FrameError> {
+        let stride = frame.row_stride()?;
+        self.prepare(frame.format, frame.width, frame.height)?;
+        let (data, w, h) = (frame.data, frame.width, frame.height);
+        let r = &self.resizer;
+        let fast = self.kernel == Kernel::Fast;
+        match frame.format {
+            PixelFormat::Yuyv => yuv(r, &convert::Yuv422::<false> { data, stride }, fast, &mut self.yuv, out),
+            PixelFormat::Uyvy => yuv(r, &convert::Yuv422::<true> { data, stride }, fast, &mut self.yuv, out),
+            PixelFormat::Nv12 => {
+                // Validation guarantees `stride * h` luma bytes and the chroma rows after them.
+                let (luma, chroma) = data.split_at(stride * h as usize);
+                yuv(r, &convert::Nv12 { luma, chroma, stride }, fast, &mut self.yuv, out)
+            }
+            PixelFormat::Rgb24 => r.fill_from(&convert::Packed::<{ convert::RGB }> { data, stride }, out),
+            PixelFormat::Bgr24 => r.fill_from(&convert::Packed::<{ convert::BGR }> { data, stride }, out),
+            PixelFormat::Grey => r.fill_from(&convert::Packed::<{ convert::GREY }> { data, stride }, out),
+            PixelFormat::Mjpeg => {
+                let rgb = self.jpeg.decode(data, w, h)?;
+                r.fill_from(&convert::Packed::<{ convert::RGB }> { data: rgb, stride: 3 * w as usize }, out)
+            }
+        }
+        Ok(())
+    }
+
+    /// The resizer (taps of the last prepared geometry).
+    pub fn resizer(&self) -> &Resizer {
+        &self.resizer
+    }
+
+    /// Output side.
+    pub fn size(&self) -> u32 {
+        self.resizer.size
+    }
+
+    /// Largest frame accepted, width and height.
+    pub fn max_frame(&self) -> (u32, u32) {
+        (self.max_width, self.max_height)
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +485,30 @@ mod tests {
         let mut out = vec![0f32; 48];
         r.fill_rgb8(&src, w * 3, &mut out);
         assert!(out.iter().all(|&v| v == 1.0), "{out:?}");
+    }
+
+    #[test]
+    fn roi_is_checked_and_a_bad_one_keeps_the_geometry() {
+        let pre = Preprocess::bit_default(4);
+        let mut r = Resizer::with_roi(12, 4, Some(Roi { x: 4, y: 0, width: 4, height: 4 }), 4, &pre).unwrap();
+        // The middle 4x4 square at pixel centres: taps land exactly on columns 4..8.
+        assert_eq!(
+            r.xs.iter().map(|t| (t.lo, t.frac)).collect::<Vec<_>>(),
+            [(4, 0.0), (5, 0.0), (6, 0.0), (7, 0.0)]
+        );
+        let bad = Roi { x: 10, y: 0, width: 4, height: 4 };
+        assert_eq!(
+            r.set_source(12, 4, Some(bad)),
+            Err(FrameError::RoiOutside { roi: bad, width: 12, height: 4 })
+        );
+        assert!(r.set_source(12, 4, Some(Roi { x: 0, y: 0, width: 0, height: 4 })).is_err());
+        assert_eq!((r.source_size(), r.roi()), ((12, 4), Roi { x: 4, y: 0, width: 4, height: 4 }));
+        // A new geometry reuses the tap buffers.
+        let capacity = (r.xs.capacity(), r.ys.capacity(), r.x_cols.capacity(), r.x_frac.capacity());
+        r.set_source(1920, 1080, None).unwrap();
+        assert_eq!((r.xs.capacity(), r.ys.capacity(), r.x_cols.capacity(), r.x_frac.capacity()), capacity);
+        // Taps never leave the region, also when upscaling a 1-pixel one.
+        r.set_source(5, 5, Some(Roi { x: 2, y: 3, width: 1, height: 1 })).unwrap();
+        assert!(r.xs.iter().all(|t| t.lo == 2 && t.hi == 2) && r.ys.iter().all(|t| t.lo == 3 && t.hi == 3));
     }
 }

@@ -1,0 +1,257 @@
+//! Reading one RGB pixel from a frame in any raw format, for the fused resize in
+//! [`crate::preprocess::Resizer`].
+//!
+//! YUV is converted with BT.601 limited ("studio") range, what UVC cameras send for YUYV
+//! and what NV12 from video pipelines uses:
+//!
+//! ```text
+//! R = 1.164 (Y - 16)                  + 1.596 (V - 128)
+//! G = 1.164 (Y - 16) - 0.392 (U - 128) - 0.813 (V - 128)
+//! B = 1.164 (Y - 16) + 2.017 (U - 128)
+//! ```
+//!
+//! in 8.8 fixed point (coefficients x 256, rounded: 298, 409, 100, 208, 516), clamped to
+//! 0..=255. Chroma is taken from the pixel's own pair (4:2:2) or 2x2 block (4:2:0), not
+//! interpolated: the same "convert the frame to RGB8" a plain converter does, so that
+//! converting each bilinear tap and then interpolating equals converting the whole frame
+//! first and then resizing it.
+
+/// BT.601 limited range YUV to RGB8 (see the module docs).
+#[inline(always)]
+pub(crate) fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = 298 * (y as i32 - 16) + 128;
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    [clamp8((c + 409 * e) >> 8), clamp8((c - 100 * d - 208 * e) >> 8), clamp8((c + 516 * d) >> 8)]
+}
+
+#[inline(always)]
+fn clamp8(v: i32) -> u8 {
+    v.clamp(0, 255) as u8
+}
+
+/// A frame readable one pixel at a time. `row` is called twice per output row, `rgb` four
+/// times per output pixel; both must be cheap and are inlined into the resize loop.
+pub(crate) trait PixelSource {
+    /// What one source row needs to hand to [`PixelSource::rgb`].
+    type Row<'r>: Copy
+    where
+        Self: 'r;
+    /// Row `y` (in range: the frame was validated and taps are clamped).
+    fn row(&self, y: u32) -> Self::Row<'_>;
+    /// Pixel `x` of a row as R, G, B.
+    fn rgb(row: Self::Row<'_>, x: u32) -> [u8; 3];
+}
+
+/// A YUV frame: the fast path gathers raw Y, U, V per tap and converts many pixels at once.
+pub(crate) trait YuvSource: PixelSource {
+    /// Pixel `x` of a row as Y, U, V.
+    fn yuv(row: Self::Row<'_>, x: u32) -> [u8; 3];
+}
+
+/// Packed 8-bit pixels: RGB, BGR (channel offsets swapped) or grey.
+pub(crate) struct Packed<'a, const KIND: u8> {
+    pub data: &'a [u8],
+    pub stride: usize,
+}
+
+/// `Packed` kinds.
+pub(crate) const RGB: u8 = 0;
+pub(crate) const BGR: u8 = 1;
+pub(crate) const GREY: u8 = 2;
+
+impl<const KIND: u8> PixelSource for Packed<'_, KIND> {
+    type Row<'r>
+        = &'r [u8]
+    where
+        Self: 'r;
+
+    #[inline(always)]
+    fn row(&self, y: u32) -> &[u8] {
+        &self.data[y as usize * self.stride..]
+    }
+
+    #[inline(always)]
+    fn rgb(row: &[u8], x: u32) -> [u8; 3] {
+        let x = x as usize;
+        match KIND {
+            RGB => [row[3 * x], row[3 * x + 1], row[3 * x + 2]],
+            BGR => [row[3 * x + 2], row[3 * x + 1], row[3 * x]],
+            _ => [row[x]; 3],
+        }
+    }
+}
+
+/// Packed 4:2:2: `Y0 U Y1 V` (`UYVY == false`) or `U Y0 V Y1`.
+pub(crate) struct Yuv422<'a, const UYVY: bool> {
+    pub data: &'a [u8],
+    pub stride: usize,
+}
+
+impl<const UYVY: bool> PixelSource for Yuv422<'_, UYVY> {
+    type Row<'r>
+        = &'r [u8]
+    where
+        Self: 'r;
+
+    #[inline(always)]
+    fn row(&self, y: u32) -> &[u8] {
+        &self.data[y as usize * self.stride..]
+    }
+
+    #[inline(always)]
+    fn rgb(row: &[u8], x: u32) -> [u8; 3] {
+        let [y, u, v] = Self::yuv(row, x);
+        yuv_to_rgb(y, u, v)
+    }
+}
+
+impl<const UYVY: bool> YuvSource for Yuv422<'_, UYVY> {
+    #[inline(always)]
+    fn yuv(row: &[u8], x: u32) -> [u8; 3] {
+        let x = x as usize;
+        let pair = &row[4 * (x / 2)..4 * (x / 2) + 4];
+        if UYVY { [pair[1 + 2 * (x & 1)], pair[0], pair[2]] } else { [pair[2 * (x & 1)], pair[1], pair[3]] }
+    }
+}
+
+/// NV12: Y plane, then interleaved `U V` at half resolution, both `stride` bytes a row.
+pub(crate) struct Nv12<'a> {
+    pub luma: &'a [u8],
+    pub chroma: &'a [u8],
+    pub stride: usize,
+}
+
+impl PixelSource for Nv12<'_> {
+    type Row<'r>
+        = (&'r [u8], &'r [u8])
+    where
+        Self: 'r;
+
+    #[inline(always)]
+    fn row(&self, y: u32) -> (&[u8], &[u8]) {
+        (&self.luma[y as usize * self.stride..], &self.chroma[(y as usize / 2) * self.stride..])
+    }
+
+    #[inline(always)]
+    fn rgb(row: (&[u8], &[u8]), x: u32) -> [u8; 3] {
+        let [y, u, v] = Self::yuv(row, x);
+        yuv_to_rgb(y, u, v)
+    }
+}
+
+impl YuvSource for Nv12<'_> {
+    #[inline(always)]
+    fn yuv((luma, chroma): (&[u8], &[u8]), x: u32) -> [u8; 3] {
+        let x = x as usize;
+        let uv = &chroma[x & !1..(x & !1) + 2];
+        [luma[x], uv[0], uv[1]]
+    }
+}
+
+/// The fast path's per-row scratch: Y, U, V of the four taps of every output pixel of one
+/// row, as structure of arrays (tap 0: top left, 1: top right, 2: bottom left, 3: bottom
+/// right), so that the conversion and interpolation loop runs over plain arrays and the
+/// compiler vectorizes it (SSE/AVX on x86_64, NEON on aarch64) without `unsafe`.
+#[derive(Clone, Debug)]
+pub(crate) struct YuvTaps {
+    y: [Vec<u8>; 4],
+    u: [Vec<u8>; 4],
+    v: [Vec<u8>; 4],
+}
+
+impl YuvTaps {
+    /// Scratch for rows of `n` output pixels.
+    pub(crate) fn new(n: usize) -> YuvTaps {
+        let planes = || std::array::from_fn(|_| vec![0u8; n]);
+        YuvTaps { y: planes(), u: planes(), v: planes() }
+    }
+
+    /// Gathers the taps of one output row: `xs[i]` = (left, right) source columns,
+    /// `top`/`bottom` the two source rows.
+    #[inline(always)]
+    pub(crate) fn gather<'r, S: YuvSource + 'r>(
+        &mut self,
+        top: S::Row<'r>,
+        bottom: S::Row<'r>,
+        xs: &[(u32, u32)],
+    ) {
+        let n = xs.len().min(self.y[0].len());
+        for (i, &(l, r)) in xs[..n].iter().enumerate() {
+            for (k, (row, x)) in [(top, l), (top, r), (bottom, l), (bottom, r)].into_iter().enumerate() {
+                let [y, u, v] = S::yuv(row, x);
+                self.y[k][i] = y;
+                self.u[k][i] = u;
+                self.v[k][i] = v;
+            }
+        }
+    }
+
+    /// Converts the gathered taps, interpolates (`wx[i]` across, `wy` down: the same
+    /// expressions as the scalar path, so the results are identical) and writes
+    /// `r * scale + offset` etc. into the three output rows.
+    pub(crate) fn convert_row(
+        &self,
+        wx: &[f32],
+        wy: f32,
+        (r_out, g_out, b_out): (&mut [f32], &mut [f32], &mut [f32]),
+        aff: [(f32, f32); 3],
+    ) {
+        let n = wx.len().min(r_out.len()).min(g_out.len()).min(b_out.len()).min(self.y[0].len());
+        // Fixed-length slices let the compiler drop the bounds checks and vectorize.
+        let (y, u, v) = (
+            self.y.each_ref().map(|p| &p[..n]),
+            self.u.each_ref().map(|p| &p[..n]),
+            self.v.each_ref().map(|p| &p[..n]),
+        );
+        let (wx, r_out, g_out, b_out) = (&wx[..n], &mut r_out[..n], &mut g_out[..n], &mut b_out[..n]);
+        for i in 0..n {
+            let mut r = [0f32; 4];
+            let mut g = [0f32; 4];
+            let mut b = [0f32; 4];
+            for k in 0..4 {
+                let [rk, gk, bk] = yuv_to_rgb(y[k][i], u[k][i], v[k][i]);
+                (r[k], g[k], b[k]) = (rk as f32, gk as f32, bk as f32);
+            }
+            let w = wx[i];
+            let lerp = |p: [f32; 4]| {
+                let top = p[0] + (p[1] - p[0]) * w;
+                let bot = p[2] + (p[3] - p[2]) * w;
+                top + (bot - top) * wy
+            };
+            r_out[i] = lerp(r) * aff[0].0 + aff[0].1;
+            g_out[i] = lerp(g) * aff[1].0 + aff[1].1;
+            b_out[i] = lerp(b) * aff[2].0 + aff[2].1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conversion as written in the module docs, in f64, rounded.
+    fn float(y: u8, u: u8, v: u8) -> [u8; 3] {
+        let (c, d, e) = (y as f64 - 16.0, u as f64 - 128.0, v as f64 - 128.0);
+        let q = |x: f64| x.round().clamp(0.0, 255.0) as u8;
+        [q(1.164 * c + 1.596 * e), q(1.164 * c - 0.392 * d - 0.813 * e), q(1.164 * c + 2.017 * d)]
+    }
+
+    #[test]
+    fn fixed_point_is_within_one_step_of_the_formula() {
+        let mut worst = 0;
+        for y in 0..=255u8 {
+            for u in (0..=255u8).step_by(3) {
+                for v in (0..=255u8).step_by(5) {
+                    let (a, b) = (yuv_to_rgb(y, u, v), float(y, u, v));
+                    for c in 0..3 {
+                        worst = worst.max((a[c] as i32 - b[c] as i32).abs());
+                    }
+                }
+            }
+        }
+        assert!(worst <= 1, "worst difference {worst}");
+        assert_eq!(yuv_to_rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(yuv_to_rgb(235, 128, 128), [255, 255, 255]);
+    }
+}

@@ -1,0 +1,395 @@
+//! Camera frames as the runtime takes them: borrowed bytes, a pixel format and a size.
+//!
+//! A [`Frame`] is checked ([`Frame::validate`]) before any pixel is read: its length must be
+//! exactly what the format and size call for, so a frame whose format or size is not what the
+//! camera was asked for is refused instead of classified as noise. Errors are [`FrameError`]:
+//! `Copy`, no allocation, no formatting until displayed.
+
+use std::fmt;
+
+use crate::preprocess::Roi;
+
+/// Largest width or height of any frame (JPEG's own limit is 65535). Keeps every byte count
+/// of a valid frame well inside `usize`, also on 32-bit boards.
+pub const MAX_SIDE: u32 = 16384;
+
+/// Pixel layout of a frame, named as V4L2 names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PixelFormat {
+    /// Packed 4:2:2, bytes `Y0 U Y1 V` for each pair of pixels (V4L2 `YUYV`, the usual raw
+    /// format of USB UVC cameras). Width must be even.
+    Yuyv,
+    /// Packed 4:2:2, bytes `U Y0 V Y1` (V4L2 `UYVY`). Width must be even.
+    Uyvy,
+    /// Planar 4:2:0: a full-size Y plane, then one half-size plane of interleaved `U V` (V4L2
+    /// `NV12`, single-planar: both planes share the row stride). Width and height must be
+    /// even.
+    Nv12,
+    /// Packed 8-bit `R G B` (V4L2 `RGB3`).
+    Rgb24,
+    /// Packed 8-bit `B G R` (V4L2 `BGR3`).
+    Bgr24,
+    /// 8-bit luminance only (V4L2 `GREY`); replicated to three channels.
+    Grey,
+    /// One baseline or progressive JPEG per frame (V4L2 `MJPG`).
+    Mjpeg,
+}
+
+impl PixelFormat {
+    /// Every format, in declaration order.
+    pub const ALL: [PixelFormat; 7] = [
+        PixelFormat::Yuyv,
+        PixelFormat::Uyvy,
+        PixelFormat::Nv12,
+        PixelFormat::Rgb24,
+        PixelFormat::Bgr24,
+        PixelFormat::Grey,
+        PixelFormat::Mjpeg,
+    ];
+
+    /// The V4L2 four-character code.
+    pub fn fourcc(self) -> [u8; 4] {
+        match self {
+            PixelFormat::Yuyv => *b"YUYV",
+            PixelFormat::Uyvy => *b"UYVY",
+            PixelFormat::Nv12 => *b"NV12",
+            PixelFormat::Rgb24 => *b"RGB3",
+            PixelFormat::Bgr24 => *b"BGR3",
+            PixelFormat::Grey => *b"GREY",
+            PixelFormat::Mjpeg => *b"MJPG",
+        }
+    }
+
+    /// The format with this V4L2 four-character code, if the runtime reads it.
+    pub fn from_fourcc(code: [u8; 4]) -> Option<PixelFormat> {
+        PixelFormat::ALL.into_iter().find(|f| f.fourcc() == code)
+    }
+
+    /// Bytes of one row of `width` pixels (of the Y plane for NV12); `None` for MJPEG, whose
+    /// rows are not stored.
+    pub fn row_bytes(self, width: u32) -> Option<usize> {
+        let w = width as usize;
+        match self {
+            PixelFormat::Yuyv | PixelFormat::Uyvy => Some(2 * w),
+            PixelFormat::Nv12 | PixelFormat::Grey => Some(w),
+            PixelFormat::Rgb24 | PixelFormat::Bgr24 => Some(3 * w),
+            PixelFormat::Mjpeg => None,
+        }
+    }
+
+    /// Rows of bytes a frame of `height` pixels holds: `height`, or `height * 3 / 2` for
+    /// NV12 (the chroma plane follows the luma plane).
+    fn rows(self, height: u32) -> usize {
+        match self {
+            PixelFormat::Nv12 => height as usize + height as usize / 2,
+            _ => height as usize,
+        }
+    }
+
+    /// Whether the format needs an even width (4:2:2 and 4:2:0 share chroma across pairs).
+    pub fn needs_even_width(self) -> bool {
+        matches!(self, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12)
+    }
+
+    /// Whether the format needs an even height (4:2:0 shares chroma across row pairs).
+    pub fn needs_even_height(self) -> bool {
+        self == PixelFormat::Nv12
+    }
+}
+
+impl fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = self.fourcc();
+        // Every fourcc above is ASCII.
+        f.write_str(std::str::from_utf8(&code).unwrap_or("????"))
+    }
+}
+
+/// One camera frame, borrowed from the capture buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// The frame's bytes: exactly the bytes the camera wrote (V4L2 `bytesused`).
+    pub data: &'a [u8],
+    /// Pixel layout of `data`.
+    pub format: PixelFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes from one row to the next (V4L2 `bytesperline`, for NV12 both planes'); `None`
+    /// for rows packed without padding. Ignored for MJPEG.
+    pub stride: Option<usize>,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame with rows packed without padding.
+    pub fn new(data: &'a [u8], format: PixelFormat, width: u32, height: u32) -> Frame<'a> {
+        Frame { data, format, width, height, stride: None }
+    }
+
+    /// The same frame with rows `stride` bytes apart.
+    pub fn with_stride(self, stride: usize) -> Frame<'a> {
+        Frame { stride: Some(stride), ..self }
+    }
+
+    /// Checks the size against the format, and the length against the size, without
+    /// reading any pixel. For MJPEG only the size and the JPEG start marker are checked
+    /// here; the header is read when the frame is decoded.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        self.row_stride().map(|_| ())
+    }
+
+    /// Validates and returns the distance between rows in bytes (0 for MJPEG).
+    pub(crate) fn row_stride(&self) -> Result<usize, FrameError> {
+        check_geometry(self.format, self.width, self.height)?;
+        let Some(row) = self.format.row_bytes(self.width) else {
+            if self.data.len() < 2 || self.data[..2] != [0xff, 0xd8] {
+                return Err(FrameError::Jpeg(JpegFault::NotJpeg));
+            }
+            return Ok(0);
+        };
+        let rows = self.format.rows(self.height);
+        let got = self.data.len();
+        match self.stride {
+            None => {
+                // row * rows < 3 * 16384 * 24576 fits in usize on 32-bit targets.
+                let expected = row * rows;
+                if got != expected {
+                    return Err(self.wrong_length(expected));
+                }
+                Ok(row)
+            }
+            Some(stride) => {
+                if stride < row {
+                    return Err(FrameError::StrideTooShort { format: self.format, stride, min: row });
+                }
+                let expected = stride.saturating_mul(rows);
+                // The last row's padding may be left out (some drivers do).
+                let min = stride.saturating_mul(rows - 1).saturating_add(row);
+                if got < min || got > expected {
+                    return Err(self.wrong_length(expected));
+                }
+                Ok(stride)
+            }
+        }
+    }
+
+    fn wrong_length(&self, expected: usize) -> FrameError {
+        FrameError::WrongLength {
+            format: self.format,
+            width: self.width,
+            height: self.height,
+            expected,
+            got: self.data.len(),
+        }
+    }
+}
+
+/// Zero, odd (where the format needs even) and oversized dimensions.
+pub(crate) fn check_geometry(format: PixelFormat, width: u32, height: u32) -> Result<(), FrameError> {
+    if width == 0 || height == 0 {
+        return Err(FrameError::ZeroSize { width, height });
+    }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(FrameError::TooLarge { width, height, max_width: MAX_SIDE, max_height: MAX_SIDE });
+    }
+    if (format.needs_even_width() && !width.is_multiple_of(2))
+        || (format.needs_even_height() && !height.is_multiple_of(2))
+    {
+        return Err(FrameError::OddSize { format, width, height });
+    }
+    Ok(())
+}
+
+/// What is wrong with a JPEG frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JpegFault {
+    /// The data does not start with a JPEG start-of-image marker.
+    NotJpeg,
+    /// The data ends before the image does (a partial USB transfer, a cut file).
+    Truncated,
+    /// A header or the entropy-coded data is malformed.
+    Corrupt,
+    /// A valid JPEG the decoder does not handle (e.g. lossless or 12-bit).
+    Unsupported,
+}
+
+impl fmt::Display for JpegFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JpegFault::NotJpeg => "no JPEG start marker",
+            JpegFault::Truncated => "truncated",
+            JpegFault::Corrupt => "corrupt",
+            JpegFault::Unsupported => "unsupported JPEG variant",
+        })
+    }
+}
+
+/// Why a frame was refused. `Copy` and allocation-free: a bad frame costs no more than a
+/// good one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Width or height is zero.
+    ZeroSize {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+    },
+    /// A chroma-subsampled format with an odd width (YUYV, UYVY, NV12) or height (NV12).
+    OddSize {
+        /// The format.
+        format: PixelFormat,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+    },
+    /// Larger than the configured maximum (or than [`MAX_SIDE`]).
+    TooLarge {
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+        /// Largest width accepted.
+        max_width: u32,
+        /// Largest height accepted.
+        max_height: u32,
+    },
+    /// The row stride is shorter than one row of pixels.
+    StrideTooShort {
+        /// The format.
+        format: PixelFormat,
+        /// Declared stride in bytes.
+        stride: usize,
+        /// Bytes of one row.
+        min: usize,
+    },
+    /// The data length does not match the format and size.
+    WrongLength {
+        /// The format.
+        format: PixelFormat,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Bytes the format and size call for (with a stride: up to the last row's padding,
+        /// which may be left out).
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// An MJPEG frame that does not decode.
+    Jpeg(JpegFault),
+    /// An MJPEG frame whose image size is not the declared one.
+    JpegSize {
+        /// Declared width.
+        declared_width: u32,
+        /// Declared height.
+        declared_height: u32,
+        /// Width in the JPEG header.
+        width: u32,
+        /// Height in the JPEG header.
+        height: u32,
+    },
+    /// The region of interest does not lie inside the frame (or is empty).
+    RoiOutside {
+        /// The region.
+        roi: Roi,
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FrameError::ZeroSize { width, height } => write!(f, "frame size {width}x{height} is empty"),
+            FrameError::OddSize { format, width, height } => {
+                write!(f, "{format} frame {width}x{height}: chroma subsampling needs an even size")
+            }
+            FrameError::TooLarge { width, height, max_width, max_height } => {
+                write!(f, "frame {width}x{height} exceeds the maximum {max_width}x{max_height}")
+            }
+            FrameError::StrideTooShort { format, stride, min } => {
+                write!(f, "{format} frame: stride {stride} bytes is shorter than a row ({min} bytes)")
+            }
+            FrameError::WrongLength { format, width, height, expected, got } => {
+                write!(f, "{format} frame {width}x{height}: {got} bytes, expected {expected}")
+            }
+            FrameError::Jpeg(fault) => write!(f, "MJPEG frame: {fault}"),
+            FrameError::JpegSize { declared_width, declared_height, width, height } => {
+                write!(f, "MJPEG frame is {width}x{height}, declared {declared_width}x{declared_height}")
+            }
+            FrameError::RoiOutside { roi, width, height } => write!(
+                f,
+                "region {}x{} at ({}, {}) is not inside the {width}x{height} frame",
+                roi.width, roi.height, roi.x, roi.y
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_strides_and_sizes() {
+        let buf = vec![0u8; 4 * 2 * 2];
+        assert_eq!(Frame::new(&buf, PixelFormat::Yuyv, 4, 2).validate(), Ok(()));
+        assert_eq!(
+            Frame::new(&buf[1..], PixelFormat::Yuyv, 4, 2).validate(),
+            Err(FrameError::WrongLength {
+                format: PixelFormat::Yuyv,
+                width: 4,
+                height: 2,
+                expected: 16,
+                got: 15
+            })
+        );
+        assert!(matches!(
+            Frame::new(&buf, PixelFormat::Yuyv, 3, 2).validate(),
+            Err(FrameError::OddSize { .. })
+        ));
+        assert!(matches!(
+            Frame::new(&buf, PixelFormat::Nv12, 4, 3).validate(),
+            Err(FrameError::OddSize { .. })
+        ));
+        assert!(matches!(
+            Frame::new(&buf, PixelFormat::Grey, 0, 3).validate(),
+            Err(FrameError::ZeroSize { .. })
+        ));
+        // NV12 4x2: 8 luma + 4 chroma bytes.
+        assert_eq!(Frame::new(&buf[..12], PixelFormat::Nv12, 4, 2).validate(), Ok(()));
+        // Stride 6 for 4-pixel grey rows, last row's padding omitted: 6 + 4 bytes.
+        assert_eq!(Frame::new(&buf[..10], PixelFormat::Grey, 4, 2).with_stride(6).validate(), Ok(()));
+        assert_eq!(Frame::new(&buf[..12], PixelFormat::Grey, 4, 2).with_stride(6).validate(), Ok(()));
+        assert!(Frame::new(&buf[..13], PixelFormat::Grey, 4, 2).with_stride(6).validate().is_err());
+        assert!(matches!(
+            Frame::new(&buf, PixelFormat::Rgb24, 4, 1).with_stride(11).validate(),
+            Err(FrameError::StrideTooShort { min: 12, .. })
+        ));
+        assert_eq!(
+            Frame::new(&buf, PixelFormat::Mjpeg, 4, 2).validate(),
+            Err(FrameError::Jpeg(JpegFault::NotJpeg))
+        );
+        assert!(matches!(
+            Frame::new(&buf, PixelFormat::Grey, MAX_SIDE + 1, 1).validate(),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn fourcc_round_trip() {
+        for format in PixelFormat::ALL {
+            assert_eq!(PixelFormat::from_fourcc(format.fourcc()), Some(format));
+        }
+        assert_eq!(PixelFormat::from_fourcc(*b"H264"), None);
+        assert_eq!(PixelFormat::Nv12.to_string(), "NV12");
+    }
+}

@@ -1,0 +1,175 @@
+//! Every pixel format's fused path (convert each tap, interpolate, normalize) against the
+//! plain reference: the whole frame converted to RGB8 the naive way, the region cut out,
+//! then the existing RGB resize. Tolerance: one 8-bit step (the fixed-point YUV matrix may
+//! round differently from the f64 formula); RGB, BGR, grey and MJPEG must agree exactly.
+//! The fast (vectorized) and scalar kernels must agree bit for bit.
+
+mod common;
+
+use bit_runtime::contract::{ChannelOrder, Preprocess, ResizeMode};
+use bit_runtime::preprocess::{Kernel, Resizer};
+use bit_runtime::{Frame, FramePreprocessor, PixelFormat, Roi};
+use common::{frame_bytes, max_lsb, naive_rgb8, noise};
+
+/// Reference tensor: naive RGB8, cropped to `roi`, resized as a whole.
+fn reference(
+    format: PixelFormat,
+    data: &[u8],
+    (w, h): (usize, usize),
+    stride: Option<usize>,
+    roi: Option<Roi>,
+    size: u32,
+    pre: &Preprocess,
+) -> Vec<f32> {
+    let rgb = naive_rgb8(format, data, w, h, stride);
+    let roi = roi.unwrap_or(Roi::full(w as u32, h as u32));
+    let (rx, ry, rw, rh) = (roi.x as usize, roi.y as usize, roi.width as usize, roi.height as usize);
+    let mut crop = Vec::with_capacity(3 * rw * rh);
+    for y in ry..ry + rh {
+        crop.extend_from_slice(&rgb[3 * (y * w + rx)..3 * (y * w + rx + rw)]);
+    }
+    let mut out = vec![0f32; 3 * (size * size) as usize];
+    Resizer::new(rw as u32, rh as u32, size, pre).fill_rgb8(&crop, 3 * rw, &mut out);
+    out
+}
+
+/// The runtime's path with the fast kernel, checked to equal the scalar kernel bit for bit.
+fn fused(frame: &Frame, roi: Option<Roi>, size: u32, pre: &Preprocess) -> Vec<f32> {
+    let fast = fused_with(Kernel::Fast, frame, roi, size, pre);
+    let scalar = fused_with(Kernel::Scalar, frame, roi, size, pre);
+    let same = fast.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "{} {}x{}: fast and scalar kernels differ", frame.format, frame.width, frame.height);
+    fast
+}
+
+fn fused_with(kernel: Kernel, frame: &Frame, roi: Option<Roi>, size: u32, pre: &Preprocess) -> Vec<f32> {
+    let mut p = FramePreprocessor::new(pre, size, roi, 1920, 1080);
+    p.set_kernel(kernel);
+    let mut out = vec![f32::NAN; 3 * (size * size) as usize];
+    p.fill(frame, &mut out).unwrap_or_else(|e| panic!("{e}"));
+    out
+}
+
+fn tolerance(format: PixelFormat) -> f32 {
+    match format {
+        PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12 => 1.0 + 1e-3,
+        // Same bytes, same interpolation: only f32 rounding of the same expression.
+        _ => 1e-3,
+    }
+}
+
+/// One geometry: contract, frame size, output side, region, padded rows.
+struct Case {
+    name: &'static str,
+    pre: Preprocess,
+    frame: (usize, usize),
+    size: u32,
+    roi: Option<Roi>,
+    padded: bool,
+}
+
+#[test]
+fn every_format_matches_the_plain_reference() {
+    let bgr = Preprocess {
+        channel_order: ChannelOrder::Bgr,
+        mean: [0.4, 0.45, 0.5],
+        std: [0.2, 0.25, 0.3],
+        ..Preprocess::bit_default(224)
+    };
+    let crop = Preprocess {
+        resize: ResizeMode::CenterCrop { crop_fraction: 0.875 },
+        ..Preprocess::bit_default(224)
+    };
+    let case = |name, pre: &Preprocess, frame: (usize, usize), size, roi, padded| Case {
+        name,
+        pre: pre.clone(),
+        frame,
+        size,
+        roi,
+        padded,
+    };
+    let roi = |x, y, width, height| Some(Roi { x, y, width, height });
+    let cases = [
+        case("640x480 squash", &Preprocess::bit_default(224), (640, 480), 224, None, false),
+        case("1280x720 centre crop", &crop, (1280, 720), 224, None, false),
+        case("320x240 roi, bgr contract", &bgr, (320, 240), 96, roi(37, 20, 200, 150), true),
+        case("roi + centre crop", &crop, (160, 120), 64, roi(10, 11, 101, 77), false),
+        case("upscaled roi", &Preprocess::bit_default(32), (64, 48), 32, roi(5, 3, 20, 15), true),
+        case("upscale 18x10 -> 32", &bgr, (18, 10), 32, None, true),
+        case("2x2 -> 8", &Preprocess::bit_default(8), (2, 2), 8, None, false),
+    ];
+    for Case { name, pre, frame: (w, h), size, roi, padded } in cases {
+        for format in PixelFormat::ALL {
+            let stride = match (padded, format.row_bytes(w as u32)) {
+                (true, Some(row)) => Some(row + 13),
+                _ => None,
+            };
+            let data = frame_bytes(format, w, h, stride, w + h);
+            let mut frame = Frame::new(&data, format, w as u32, h as u32);
+            if let Some(s) = stride {
+                frame = frame.with_stride(s);
+            }
+            let got = fused(&frame, roi, size, &pre);
+            let want = reference(format, &data, (w, h), stride, roi, size, &pre);
+            let diff = max_lsb(&got, &want, &pre);
+            assert!(diff <= tolerance(format), "{name}, {format}: {diff} steps");
+        }
+    }
+}
+
+/// Random bytes reach every YUV combination, including those outside the RGB cube that the
+/// conversion clamps.
+#[test]
+fn yuv_noise_including_out_of_gamut() {
+    let pre = Preprocess::bit_default(50);
+    for format in [PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12] {
+        for (w, h) in [(64, 48), (100, 50), (2, 2)] {
+            let rows = if format == PixelFormat::Nv12 { h + h / 2 } else { h };
+            let data = noise(format.row_bytes(w as u32).unwrap() * rows, (w * h) as u64);
+            let frame = Frame::new(&data, format, w as u32, h as u32);
+            let got = fused(&frame, None, 50, &pre);
+            let want = reference(format, &data, (w, h), None, None, 50, &pre);
+            let diff = max_lsb(&got, &want, &pre);
+            assert!(diff <= 1.0 + 1e-3, "{format} {w}x{h}: {diff} steps");
+        }
+    }
+}
+
+/// The MJPEG path decodes like the `image` crate (the same decoder), so a frame classifies
+/// like the same JPEG file; grey JPEGs are replicated to RGB.
+#[test]
+fn grey_jpeg_is_replicated() {
+    let (w, h) = (40u32, 30u32);
+    let luma: Vec<u8> = (0..w * h).map(|i| (i * 7 % 256) as u8).collect();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode(&luma, w, h, image::ExtendedColorType::L8)
+        .unwrap();
+    let pre = Preprocess::bit_default(16);
+    let got = fused(&Frame::new(&jpeg, PixelFormat::Mjpeg, w, h), None, 16, &pre);
+    let want = reference(PixelFormat::Mjpeg, &jpeg, (w as usize, h as usize), None, None, 16, &pre);
+    assert!(max_lsb(&got, &want, &pre) <= 1e-3);
+    for i in 0..256 {
+        assert_eq!(got[i], got[256 + i]);
+        assert_eq!(got[i], got[512 + i]);
+    }
+}
+
+/// A geometry change recomputes the taps; going back gives the same tensor as before.
+#[test]
+fn geometry_changes_between_frames() {
+    let pre = Preprocess::bit_default(32);
+    let mut p = FramePreprocessor::new(&pre, 32, None, 1920, 1080);
+    let mut first = vec![0f32; 3 * 32 * 32];
+    let mut again = first.clone();
+    let mut other = first.clone();
+    let a = frame_bytes(PixelFormat::Yuyv, 64, 48, None, 1);
+    let b = frame_bytes(PixelFormat::Nv12, 100, 60, None, 2);
+    p.fill(&Frame::new(&a, PixelFormat::Yuyv, 64, 48), &mut first).unwrap();
+    p.fill(&Frame::new(&b, PixelFormat::Nv12, 100, 60), &mut other).unwrap();
+    assert_eq!(p.resizer().source_size(), (100, 60));
+    p.fill(&Frame::new(&a, PixelFormat::Yuyv, 64, 48), &mut again).unwrap();
+    assert_eq!(first, again);
+    let want = reference(PixelFormat::Nv12, &b, (100, 60), None, None, 32, &pre);
+    assert!(max_lsb(&other, &want, &pre) <= 1.0 + 1e-3);
+}
