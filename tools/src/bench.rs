@@ -9,57 +9,76 @@ use anyhow::{Context, Result, bail};
 use bit_runtime::{LoadOptions, Model};
 
 /// Runs every (size, threads) configuration in a child process and prints a table.
-pub fn bench(model: Option<PathBuf>, sizes: &[u32], threads: &[usize], runs: usize) -> Result<()> {
+pub fn bench(models: Vec<PathBuf>, sizes: &[u32], threads: &[usize], runs: usize) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
     let tmp = tempfile::tempdir().context("temporary directory")?;
-    let model = match model {
-        Some(m) => m,
-        None => {
-            let ckpt = tmp.path().join("BiT-S-R50x1-synthetic.npz");
-            let onnx = tmp.path().join("bit-s-r50x1.onnx");
-            eprintln!(
-                "bench: no --model; making a synthetic BiT-S-R50x1 (random weights) in {}",
-                tmp.path().display()
-            );
-            let arch = bit_tools::Arch { depths: vec![3, 4, 6, 3], width: 1, num_classes: 1000 };
-            bit_tools::synth::write_synthetic(&ckpt, &arch, 0, bit_tools::Layout::Npz, None)?;
-            bit_tools::import_checkpoint(&ckpt, &onnx, &Default::default())?;
-            onnx
-        }
+    let models = if models.is_empty() {
+        let ckpt = tmp.path().join("BiT-S-R50x1-synthetic.npz");
+        let onnx = tmp.path().join("bit-s-r50x1.onnx");
+        eprintln!(
+            "bench: no --model; making a synthetic BiT-S-R50x1 (random weights) in {}",
+            tmp.path().display()
+        );
+        let arch = bit_tools::Arch { depths: vec![3, 4, 6, 3], width: 1, num_classes: 1000 };
+        bit_tools::synth::write_synthetic(&ckpt, &arch, 0, bit_tools::Layout::Npz, None)?;
+        bit_tools::import_checkpoint(&ckpt, &onnx, &Default::default())?;
+        vec![onnx]
+    } else {
+        models
     };
-    let file_mb = std::fs::metadata(&model).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
     let exe = std::env::current_exe().context("locating bit-tool")?;
-    println!("model: {} ({file_mb:.1} MB)", model.display());
+    for (i, model) in models.iter().enumerate() {
+        let file_mb = std::fs::metadata(model).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
+        println!("model {}: {} ({file_mb:.1} MB)", i + 1, model.display());
+    }
     println!(
         "host: {} cores, {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         std::env::consts::ARCH
     );
-    println!("| input | threads | load ms | median ms | min ms | p90 ms | peak RSS MB | RSS after runs MB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| model | input | threads | load ms | median ms | min ms | p90 ms | peak RSS MB | RSS after runs MB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    // Models alternate inside each (size, threads) pair: they are measured side by side.
     for &size in sizes {
         for &t in threads {
-            let out = Command::new(&exe)
-                .args(["bench-one", "--model"])
-                .arg(&model)
-                .args(["--size", &size.to_string(), "--threads", &t.to_string(), "--runs", &runs.to_string()])
-                .output()
-                .context("running a benchmark child")?;
-            if !out.status.success() {
-                bail!("benchmark at {size} px, {t} threads failed: {}", String::from_utf8_lossy(&out.stderr));
+            for (i, model) in models.iter().enumerate() {
+                let out = Command::new(&exe)
+                    .args(["bench-one", "--model"])
+                    .arg(model)
+                    .args([
+                        "--size",
+                        &size.to_string(),
+                        "--threads",
+                        &t.to_string(),
+                        "--runs",
+                        &runs.to_string(),
+                    ])
+                    .output()
+                    .context("running a benchmark child")?;
+                if !out.status.success() {
+                    bail!(
+                        "benchmark of {} at {size} px, {t} threads failed: {}",
+                        model.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).context("child output")?;
+                let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "| {} | {size} | {t} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+                    i + 1,
+                    f("load_ms"),
+                    f("median_ms"),
+                    f("min_ms"),
+                    f("p90_ms"),
+                    f("peak_rss_kb") / 1024.0,
+                    f("rss_kb") / 1024.0,
+                );
             }
-            let r: serde_json::Value = serde_json::from_slice(&out.stdout).context("child output")?;
-            println!(
-                "| {size} | {t} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
-                r["load_ms"].as_f64().unwrap_or(f64::NAN),
-                r["median_ms"].as_f64().unwrap_or(f64::NAN),
-                r["min_ms"].as_f64().unwrap_or(f64::NAN),
-                r["p90_ms"].as_f64().unwrap_or(f64::NAN),
-                r["peak_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0,
-                r["rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0,
-            );
         }
     }
     println!("(median of {runs} runs after one warm-up; each row in its own process)");
@@ -106,4 +125,60 @@ fn status_kb(field: &str) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Prints tract's per-op profile: median time per node over `runs` profiled runs, summed by
+/// op kind, and the slowest nodes.
+pub fn profile(model: &Path, input_size: Option<u32>, runs: usize, top: usize) -> Result<()> {
+    let proto = bit_tools::probe::read_proto(model)?;
+    let info = bit_runtime::ModelInfo::from_proto(model, &proto)?;
+    let size = input_size.unwrap_or(info.preprocess.input_size);
+    let mut probe = bit_tools::probe::Probe::new(model, &proto, &[], size, 1)?;
+    drop(proto);
+    let input: Vec<f32> =
+        (0..3 * (size as usize).pow(2)).map(|i| ((i * 7919 % 255) as f32) / 127.5 - 1.0).collect();
+    probe.run(&input)?;
+    let mut per_node: Vec<(String, String, Vec<f64>)> = Vec::new();
+    let mut totals = Vec::new();
+    for _ in 0..runs.max(1) {
+        let p = probe.profile(&input)?;
+        if per_node.is_empty() {
+            per_node = p.by_node.iter().map(|(n, o, _)| (n.clone(), o.clone(), Vec::new())).collect();
+        }
+        for (slot, (_, _, d)) in per_node.iter_mut().zip(&p.by_node) {
+            slot.2.push(d.as_secs_f64() * 1e3);
+        }
+        totals.push(p.by_node.iter().map(|(_, _, d)| d.as_secs_f64() * 1e3).sum::<f64>());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let nodes: Vec<(String, String, f64)> =
+        per_node.into_iter().map(|(n, o, mut v)| (n, o, median(&mut v))).collect();
+    let total = median(&mut totals);
+    let mut by_op: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for (_, op, ms) in &nodes {
+        let e = by_op.entry(op.as_str()).or_default();
+        e.0 += 1;
+        e.1 += ms;
+    }
+    let mut by_op: Vec<_> = by_op.into_iter().collect();
+    by_op.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    println!(
+        "model: {} at {size} px, 1 thread, median of {} profiled runs: {total:.1} ms",
+        model.display(),
+        runs.max(1)
+    );
+    println!("| op | nodes | ms | share |\n|---|---|---|---|");
+    for (op, (n, ms)) in &by_op {
+        println!("| {op} | {n} | {ms:.2} | {:.1}% |", 100.0 * ms / total);
+    }
+    let mut slow = nodes.clone();
+    slow.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("\nslowest {top} nodes:\n| node | op | ms |\n|---|---|---|");
+    for (n, op, ms) in slow.iter().take(top) {
+        println!("| {n} | {op} | {ms:.2} |");
+    }
+    Ok(())
 }

@@ -2,10 +2,14 @@
 //! standardization into static kernels and writes ONNX models the runtime loads.
 #![deny(missing_docs)]
 
+pub mod augment;
 pub mod bit;
 pub mod checkpoint;
 mod error;
+pub mod eval;
 pub mod onnx;
+pub mod probe;
+pub mod quantize;
 pub mod synth;
 pub mod tensor;
 

@@ -56,6 +56,82 @@ enum Command {
         #[arg(long)]
         input_size: Option<u32>,
     },
+    /// Quantize a float model to int8 (QLinearConv on tract's integer kernels), calibrating
+    /// on a directory of images.
+    Quantize {
+        /// The float ONNX model (from `import`).
+        model: PathBuf,
+        /// Directory of calibration images (frames like the deployment camera's are best).
+        #[arg(long)]
+        calib: PathBuf,
+        /// Output int8 ONNX model.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Weight scales: per-tensor (fastest in tract) or per-channel.
+        #[arg(long, default_value = "per-tensor")]
+        weights: String,
+        /// Activation type: u8 or i8.
+        #[arg(long, default_value = "u8")]
+        activations: String,
+        /// Range calibration: minmax, percentile or mse.
+        #[arg(long, default_value = "percentile")]
+        method: String,
+        /// Percentile for `--method percentile`.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// Use exactly this many calibration images.
+        #[arg(long)]
+        num_images: Option<usize>,
+        /// Calibration input size; default: the model's.
+        #[arg(long)]
+        input_size: Option<u32>,
+        /// Threads for calibration.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Compare an int8 model with its float original on held-out images: top-1 agreement,
+    /// top-5 overlap, cosine, logit SQNR and per-layer SQNR (table, and JSON with --json-out).
+    Eval {
+        /// The float model.
+        #[arg(long)]
+        float: PathBuf,
+        /// The quantized model.
+        #[arg(long)]
+        int8: PathBuf,
+        /// Directory of held-out images (not the calibration set).
+        #[arg(long)]
+        images: PathBuf,
+        /// Input size; default: the model's.
+        #[arg(long)]
+        input_size: Option<u32>,
+        /// Write the full report as JSON here.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+        /// Layers to list, lowest SQNR first.
+        #[arg(long, default_value_t = 10)]
+        worst: usize,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Make more frames from a few photos: random crops, scales and flips, as PNG.
+    Augment {
+        /// Directory of source images.
+        #[arg(long)]
+        from: PathBuf,
+        /// Output directory (created).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Frames to write.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Random seed (use different seeds for calibration and held-out sets).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Frame size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "320x240")]
+        size: String,
+    },
     /// Classify image files and print the top-k classes.
     Classify {
         /// The ONNX model.
@@ -87,9 +163,10 @@ enum Command {
     },
     /// Benchmark load time, latency and peak memory; prints a table.
     Bench {
-        /// The ONNX model; default: a synthetic BiT-S-R50x1 made in a temporary directory.
+        /// ONNX models (repeat to compare, e.g. float and int8, in one run); default: a
+        /// synthetic BiT-S-R50x1 made in a temporary directory.
         #[arg(short, long)]
-        model: Option<PathBuf>,
+        model: Vec<PathBuf>,
         /// Input sizes.
         #[arg(long, default_value = "224,128", value_delimiter = ',')]
         sizes: Vec<u32>,
@@ -99,6 +176,20 @@ enum Command {
         /// Timed runs per configuration (after one warm-up run).
         #[arg(long, default_value_t = 20)]
         runs: usize,
+    },
+    /// tract's per-op profile of a model: time per op kind and the slowest nodes.
+    Profile {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Input size; default: the model's.
+        #[arg(long)]
+        input_size: Option<u32>,
+        /// Profiled runs (after one warm-up); the median per node is reported.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Nodes to list, slowest first.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
     },
     /// One benchmark configuration in this process (used by `bench`; prints JSON).
     #[command(hide = true)]
@@ -175,11 +266,86 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Quantize {
+            model,
+            calib,
+            out,
+            weights,
+            activations,
+            method,
+            percentile,
+            num_images,
+            input_size,
+            threads,
+        } => {
+            use bit_tools::quantize::*;
+            let options = QuantizeOptions {
+                weights: match weights.as_str() {
+                    "per-tensor" => WeightScales::PerTensor,
+                    "per-channel" => WeightScales::PerChannel,
+                    other => bail!("--weights '{other}': expected per-tensor or per-channel"),
+                },
+                activations: match activations.as_str() {
+                    "u8" => ActivationType::U8,
+                    "i8" => ActivationType::I8,
+                    other => bail!("--activations '{other}': expected u8 or i8"),
+                },
+                calibration: match method.as_str() {
+                    "minmax" => Calibration::MinMax,
+                    "percentile" if percentile > 50.0 && percentile <= 100.0 => {
+                        Calibration::Percentile { percentile }
+                    }
+                    "percentile" => bail!("--percentile {percentile}: expected a value in (50, 100]"),
+                    "mse" => Calibration::Mse,
+                    other => bail!("--method '{other}': expected minmax, percentile or mse"),
+                },
+                input_size,
+                num_images,
+                threads,
+                progress: true,
+            };
+            let start = Instant::now();
+            let report = quantize_model(&model, &calib, &out, &options)
+                .with_context(|| format!("quantizing {}", model.display()))?;
+            println!(
+                "wrote {}: {} convolutions int8 ({:?} weights, {:?} activations), calibrated on {} images at {} px, {:.1} MB ({:.1} s)",
+                out.display(),
+                report.convs,
+                options.weights,
+                options.activations,
+                report.images,
+                report.input_size,
+                report.bytes as f64 / 1e6,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Eval { float, int8, images, input_size, json_out, worst, threads } => {
+            let report = bit_tools::eval::evaluate(&float, &int8, &images, input_size, threads, true)?;
+            print!("{}", report.table(worst));
+            if let Some(path) = json_out {
+                let json = serde_json::to_vec_pretty(&report)?;
+                bit_tools::onnx::write_atomically(&path, &json)?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Augment { from, out, count, seed, size } => {
+            let (w, h) = size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                .filter(|(w, h)| *w > 0 && *h > 0)
+                .with_context(|| format!("--size '{size}': expected WIDTHxHEIGHT"))?;
+            let written = bit_tools::augment::augment(&from, &out, count, seed, w, h)?;
+            println!("wrote {} frames of {w}x{h} to {}", written.len(), out.display());
+            Ok(())
+        }
         Command::Classify { model, images, input_size, top_k, threads, labels, json } => {
             classify(&model, &images, input_size, top_k, threads, labels.as_deref(), json)
         }
         Command::Info { model } => info(&model),
         Command::Bench { model, sizes, threads, runs } => bench::bench(model, &sizes, &threads, runs),
+        Command::Profile { model, input_size, runs, top } => bench::profile(&model, input_size, runs, top),
         Command::BenchOne { model, size, threads, runs } => bench::bench_one(&model, size, threads, runs),
     }
 }

@@ -72,6 +72,28 @@ impl GraphBuilder {
 
     /// Adds a node with one output named `name`, returns that output.
     pub fn node(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        self.node_with_output(op, name, inputs, attrs, name)
+    }
+
+    /// Takes the nodes added so far.
+    pub fn take_nodes(&mut self) -> Vec<pb::NodeProto> {
+        std::mem::take(&mut self.nodes)
+    }
+
+    /// Takes the initializers added so far.
+    pub fn take_initializers(&mut self) -> Vec<pb::TensorProto> {
+        std::mem::take(&mut self.initializers)
+    }
+
+    /// Adds a node named `name` whose one output is `output`; returns `output`.
+    pub fn node_with_output(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+        output: &str,
+    ) -> String {
         use pb::attribute_proto::AttributeType;
         let attribute = attrs
             .into_iter()
@@ -98,11 +120,11 @@ impl GraphBuilder {
             name: name.to_owned(),
             op_type: op.to_owned(),
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![name.to_owned()],
+            output: vec![output.to_owned()],
             attribute,
             ..Default::default()
         });
-        name.to_owned()
+        output.to_owned()
     }
 
     /// Declares a graph input (`Err` dims are symbolic names).
