@@ -16,6 +16,7 @@ pub mod contract;
 mod convert;
 mod error;
 pub mod frame;
+pub mod fused;
 mod jpeg;
 mod model;
 pub mod preprocess;

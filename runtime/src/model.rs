@@ -134,8 +134,12 @@ impl Model {
     /// and spawns its state once.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, Error> {
         let model_err = |detail: String| Error::Model { path: path.to_owned(), detail };
-        let proto = read_proto(path)?;
+        let mut proto = read_proto(path)?;
         let info = ModelInfo::from_proto(path, &proto)?;
+        let fused = crate::fused::fuse_for_tract(&mut proto);
+        if fused > 0 {
+            log::debug!("{}: {fused} GroupNorm -> quantize chains fused", path.display());
+        }
         let input_size = options.input_size.unwrap_or(info.preprocess.input_size);
         if !(32..=1024).contains(&input_size) {
             return Err(model_err(format!("input size {input_size} is not in 32..=1024")));
@@ -144,7 +148,9 @@ impl Model {
 
         // The protobuf holds a second copy of every weight: drop it before optimizing so that
         // peak memory at start-up stays near one copy of the model.
-        let inference = onnx().model_for_proto_model(&proto).map_err(|e| model_err(format!("{e:#}")));
+        let inference = crate::fused::onnx_framework()
+            .model_for_proto_model(&proto)
+            .map_err(|e| model_err(format!("{e:#}")));
         drop(proto);
         let typed = inference?
             .with_input_fact(0, f32::fact([1, 3, input_size as usize, input_size as usize]).into())

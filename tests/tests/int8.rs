@@ -313,3 +313,85 @@ fn options_cover_calibration_methods_and_types() {
         assert_eq!(info.preprocess, bit_runtime::Preprocess::bit_default(224), "contract carried over");
     }
 }
+
+/// The fused GroupNorm -> quantize op the runtime installs computes what the standard ONNX
+/// chain computes in tract: u8 outputs within one step (float rounding at step boundaries).
+#[test]
+fn fused_group_norm_quantize_matches_the_onnx_chain() {
+    let (c, hw) = (64usize, 14usize);
+    let mut g = GraphBuilder::default();
+    g.input("x", DataType::Float, &[Ok(1), Ok(c as i64), Ok(hw as i64), Ok(hw as i64)]);
+    let gamma: Vec<f32> = (0..c).map(|i| 20.0 + (i % 7) as f32).collect();
+    let beta: Vec<f32> = (0..c).map(|i| 30.0 + (i % 5) as f32 * 3.0 + 0.5).collect();
+    let s = g.f32_const("gamma", &[c], &gamma);
+    let b = g.f32_const("beta", &[c], &beta);
+    let gn = g.node(
+        "GroupNormalization",
+        "gn",
+        &["x", &s, &b],
+        vec![("num_groups", Attr::Int(32)), ("epsilon", Attr::Float(1e-5))],
+    );
+    let lo = g.f32_const("lo", &[], &[0.0]);
+    let hi = g.f32_const("hi", &[], &[255.0]);
+    let clip = g.node("Clip", "clip", &[&gn, &lo, &hi], vec![]);
+    g.node("Cast", "y", &[&clip], vec![("to", Attr::Int(DataType::Uint8 as i64))]);
+    g.output("y", DataType::Uint8, &[Ok(1), Ok(c as i64), Ok(hw as i64), Ok(hw as i64)]);
+    let proto = g.into_model("gnq", &[]);
+    let x: Vec<f32> = (0..c * hw * hw)
+        .map(|i| ((i * 7919 % 1013) as f32 / 101.3 - 4.0) * (1.0 + (i / 196) as f32))
+        .collect();
+    let run = |framework: tract_onnx::Onnx, proto: &tract_onnx::pb::ModelProto| -> Vec<u8> {
+        let plan = framework
+            .model_for_proto_model(proto)
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let input = Tensor::from_shape(&[1, c, hw, hw], &x).unwrap();
+        let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+        out[0].to_plain_array_view::<u8>().unwrap().iter().copied().collect()
+    };
+    let standard = run(onnx(), &proto);
+    let mut fused_proto = proto.clone();
+    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut fused_proto), 1, "one chain fused");
+    assert_eq!(fused_proto.graph.as_ref().unwrap().node.len(), 1);
+    let fused = run(bit_runtime::fused::onnx_framework(), &fused_proto);
+    let max = standard.iter().zip(&fused).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    let differ = standard.iter().zip(&fused).filter(|(a, b)| a != b).count();
+    let clipped = standard.iter().filter(|&&v| v == 0 || v == 255).count();
+    println!("fused vs standard: {differ} of {} differ (max {max}), {clipped} clipped", standard.len());
+    assert!(max <= 1, "max difference {max}");
+    assert!(differ * 100 < standard.len(), "{differ} differ");
+    assert!(clipped < standard.len() / 2, "the data exercises the range, not just the clip");
+}
+
+#[test]
+fn runtime_fuses_every_group_norm_quantize_chain_and_agrees() {
+    let (float, int8) = int8_fixture();
+    let mut proto = bit_tools::probe::read_proto(int8).unwrap();
+    // R14: 4 units x 3 GroupNorms feed convolutions (the head's does not).
+    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut proto), 12);
+    let opts = bit_runtime::LoadOptions { input_size: Some(128), ..Default::default() };
+    let img = bit_runtime::load_image(&repo_root().join("samples/images/chelsea.png")).unwrap();
+    let mut m = bit_runtime::Model::load(int8, &opts).unwrap();
+    let fused = m.logits(&m.tensor_for_image(&img)).unwrap();
+    // The same int8 graph through tract's own ops.
+    let plain = onnx()
+        .model_for_path(int8)
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, 128, 128]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = Tensor::from_shape(&[1, 3, 128, 128], &m.tensor_for_image(&img)).unwrap();
+    let out = plain.run(tvec!(input.into_tvalue())).unwrap();
+    let standard: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    let mut f = bit_runtime::Model::load(float, &opts).unwrap();
+    let reference = f.logits(&f.tensor_for_image(&img)).unwrap();
+    let err = |a: &[f32]| a.iter().zip(&reference).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt();
+    println!("|int8 - float|: fused {:.4}, standard ops {:.4}", err(&fused), err(&standard));
+    assert!(bit_e2e::max_abs_diff(&fused, &standard) < 0.1, "fused and standard int8 agree closely");
+}

@@ -53,8 +53,9 @@ impl Probe {
                 ..Default::default()
             });
         }
+        bit_runtime::fused::fuse_for_tract(&mut proto);
         let s = size as usize;
-        let model = onnx()
+        let model = bit_runtime::fused::onnx_framework()
             .model_for_proto_model(&proto)
             .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, s, s]).into()))
             .and_then(|m| m.into_optimized())
