@@ -153,19 +153,42 @@ pub fn conv_sites(path: &Path, proto: &pb::ModelProto) -> Result<Vec<ConvSite>, 
     Ok(sites)
 }
 
-/// Image files of a calibration or evaluation directory, sorted.
+/// Image files and raw camera frames of a calibration or evaluation directory, sorted.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let rd = std::fs::read_dir(dir).map_err(|source| ImportError::Io { path: dir.to_owned(), source })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "ppm")
-            })
+            raw_frame_kind(p).is_some()
+                || p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "ppm")
+                })
         })
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// A raw camera frame file is named `<anything>.<W>x<H>.<format>`, format one of `yuyv`,
+/// `uyvy`, `nv12`, `rgb` (RGB24), `bgr` (BGR24), `grey`, `mjpg`: the bytes a V4L2 buffer
+/// held (`bytesused` of them), e.g. `frame-0001.640x480.yuyv`.
+pub fn raw_frame_kind(path: &Path) -> Option<(bit_runtime::PixelFormat, u32, u32)> {
+    use bit_runtime::PixelFormat::*;
+    let name = path.file_name()?.to_str()?;
+    let mut parts = name.rsplitn(3, '.');
+    let format = match parts.next()?.to_ascii_lowercase().as_str() {
+        "yuyv" => Yuyv,
+        "uyvy" => Uyvy,
+        "nv12" => Nv12,
+        "rgb" => Rgb24,
+        "bgr" => Bgr24,
+        "grey" | "gray" => Grey,
+        "mjpg" => Mjpeg,
+        _ => return None,
+    };
+    let (w, h) = parts.next()?.split_once('x')?;
+    parts.next()?;
+    Some((format, w.parse().ok()?, h.parse().ok()?))
 }
 
 /// Preprocesses every image of `files` exactly as the runtime does.
@@ -179,6 +202,22 @@ pub fn load_inputs(
     let bar = progress_bar(progress, files.len(), &format!("loading {what}"));
     let mut inputs = Vec::with_capacity(files.len());
     for f in files {
+        if let Some((format, w, h)) = raw_frame_kind(f) {
+            // Raw frames go through the runtime's own frame path: what the device will do.
+            let bytes = std::fs::read(f).map_err(|source| ImportError::Io { path: f.clone(), source })?;
+            let mut pre = bit_runtime::FramePreprocessor::new(pre, size, None, w, h);
+            let mut out = vec![0f32; 3 * (size as usize).pow(2)];
+            pre.fill(&bit_runtime::Frame::new(&bytes, format, w, h), &mut out).map_err(|e| {
+                ImportError::Corrupt {
+                    path: f.clone(),
+                    key: String::new(),
+                    detail: format!("bad {format} frame: {e}"),
+                }
+            })?;
+            inputs.push(out);
+            bar.inc(1);
+            continue;
+        }
         let img = bit_runtime::load_image(f).map_err(|e| ImportError::Corrupt {
             path: f.clone(),
             key: String::new(),
@@ -374,7 +413,9 @@ pub fn quantize_model(
     let calib_err =
         |detail: String| ImportError::Unsupported { path: calib_dir.to_owned(), key: String::new(), detail };
     if files.is_empty() {
-        return Err(calib_err("no calibration images (png, jpg, bmp, ppm) in the directory".into()));
+        return Err(calib_err(
+            "no calibration images (png, jpg, bmp, ppm) or raw frames (<name>.<W>x<H>.yuyv|uyvy|nv12|rgb|bgr|grey|mjpg) in the directory".into(),
+        ));
     }
     if let Some(n) = options.num_images {
         if files.len() < n {
@@ -429,7 +470,10 @@ fn rewrite(
     };
     let by_node: BTreeMap<usize, &ConvSite> = sites.iter().map(|s| (s.node, s)).collect();
     let quantized_inputs: BTreeSet<&str> = sites.iter().map(|s| s.input.as_str()).collect();
-    let weights: BTreeSet<&str> = sites.iter().map(|s| s.weight.as_str()).collect();
+    let mut weights: BTreeSet<String> = sites.iter().map(|s| s.weight.clone()).collect();
+    for node in graph.node.iter().filter(|n| is_head(graph, n)) {
+        weights.extend(node.input[1..].iter().cloned());
+    }
     let float_inits: BTreeMap<&str, &pb::TensorProto> =
         graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     for input in &graph.input {
@@ -443,6 +487,7 @@ fn rewrite(
             (Some(site), _) => q.conv(site, node, float_inits[site.weight.as_str()], options.weights),
             (None, Some(Fused::GroupNorm(point))) => q.fused_group_norm(node, point, &float_inits),
             (None, Some(Fused::Relu(point))) => q.fused_relu_quantize(node, point),
+            (None, None) if is_head(graph, node) => q.head(node, &float_inits),
             (None, None) => q.nodes.push(node.clone()),
         }
         for out in &node.output {
@@ -454,7 +499,7 @@ fn rewrite(
     let nodes = std::mem::take(&mut q.nodes);
     let new_inits = q.b.take_initializers();
     graph.node = nodes;
-    graph.initializer.retain(|t| !weights.contains(t.name.as_str()));
+    graph.initializer.retain(|t| !weights.contains(&t.name));
     graph.initializer.extend(new_inits);
     proto.metadata_props.retain(|e| e.key != META_QUANTIZATION);
     proto.metadata_props.push(pb::StringStringEntryProto {
@@ -464,11 +509,27 @@ fn rewrite(
             "activations": options.activations,
             "calibration": options.calibration,
             "calibration_images": images,
-            "form": "QuantizeLinear -> QLinearConv -> DequantizeLinear; GroupNorm, ReLU, Add, pooling, head in float",
+            "form": "QLinearConv between quantized inputs (GroupNorm affine + Clip + Cast where fusable, else QuantizeLinear) and DequantizeLinear; GroupNorm, Add, pooling in float; head with per-channel int8 weights dequantized at load, float logits",
         })
         .to_string(),
     });
     proto
+}
+
+/// Whether `node` is the classifier head: a Conv reading the global average pool.
+fn is_head(graph: &pb::GraphProto, node: &pb::NodeProto) -> bool {
+    node.op_type == "Conv"
+        && graph
+            .node
+            .iter()
+            .any(|p| p.op_type == "GlobalAveragePool" && p.output.first() == node.input.first())
+}
+
+/// Classes per head chunk: a chunk's dequantized f32 kernel (`classes x features x 4` bytes)
+/// must stay under tract's 4 MiB constant-folding budget so that it is dequantized once at
+/// load, not on every run.
+fn head_chunk_classes(features: usize) -> usize {
+    ((4 << 20) / (4 * features)).saturating_sub(1).max(1)
 }
 
 /// A node taking part in a fused GroupNorm -> ReLU -> quantize.
@@ -616,6 +677,76 @@ impl Rewriter<'_> {
         );
         self.nodes.extend(self.b.take_nodes());
         self.quantized.insert(point.to_owned(), q);
+    }
+
+    /// The head with int8 weights (per output channel) stored, dequantized to float when
+    /// tract loads the model: the file shrinks by 3/4 of the head, the logits stay float.
+    /// The head is cut into chunks of classes so that each dequantized kernel is constant-
+    /// folded at load, and the chunks' logits are concatenated.
+    fn head(&mut self, node: &pb::NodeProto, inits: &BTreeMap<&str, &pb::TensorProto>) {
+        let w = inits[node.input[1].as_str()];
+        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+        let (classes, per) = (dims[0], dims[1..].iter().product::<usize>());
+        let wdata: Vec<f32> =
+            w.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let bias: Option<Vec<f32>> = node.input.get(2).map(|b| {
+            inits[b.as_str()]
+                .raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        });
+        let chunk = head_chunk_classes(per);
+        let mut parts = Vec::new();
+        for (i, start) in (0..classes).step_by(chunk).enumerate() {
+            let end = (start + chunk).min(classes);
+            let k = end - start;
+            let (q, scales) = quantize_weights(&wdata[start * per..end * per], k, WeightScales::PerChannel);
+            let name = format!("{}/part{i}", node.name);
+            let mut pdims = dims.clone();
+            pdims[0] = k;
+            let b = &mut self.b;
+            let wq = b.raw_const(
+                &format!("{name}/weight_q"),
+                &pdims,
+                pb::tensor_proto::DataType::Int8,
+                q.iter().map(|&v| v as u8).collect(),
+            );
+            let ws = b.f32_const(&format!("{name}/weight_scale"), &[k], &scales);
+            let wz = b.raw_const(
+                &format!("{name}/weight_zero_point"),
+                &[k],
+                pb::tensor_proto::DataType::Int8,
+                vec![0; k],
+            );
+            let wf = b.node(
+                "DequantizeLinear",
+                &format!("{name}/weight"),
+                &[&wq, &ws, &wz],
+                vec![("axis", Attr::Int(0))],
+            );
+            let mut inputs = vec![node.input[0].clone(), wf];
+            if let Some(bias) = &bias {
+                inputs.push(b.f32_const(&format!("{name}/bias"), &[k], &bias[start..end]));
+            }
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let attrs: Vec<(&str, Attr)> = node
+                .attribute
+                .iter()
+                .filter(|a| !a.ints.is_empty())
+                .map(|a| (a.name.as_str(), Attr::Ints(a.ints.clone())))
+                .collect();
+            parts.push(b.node("Conv", &name, &inputs, attrs));
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        self.b.node_with_output(
+            "Concat",
+            &format!("{}/concat", node.name),
+            &parts,
+            vec![("axis", Attr::Int(1))],
+            &node.output[0],
+        );
+        self.nodes.extend(self.b.take_nodes());
     }
 
     /// `QLinearConv` + `DequantizeLinear` in place of a float `Conv`.
