@@ -229,7 +229,11 @@ fn trained_checkpoint_int8_fidelity() {
     let float = dir.path().join("shapes.onnx");
     let int8 = dir.path().join("shapes-int8.onnx");
     let labels = bit_runtime::read_labels(&shared.join("shapes/labels.txt")).unwrap();
-    let options = bit_tools::ImportOptions { labels: Some(labels), input_size: Some(128) };
+    let options = bit_tools::ImportOptions {
+        labels: Some(labels),
+        overrides: bit_tools::contract::Overrides { input_size: Some(128), ..Default::default() },
+        ..Default::default()
+    };
     bit_tools::import_checkpoint(&shared.join("bit_shapes_d1111.npz"), &float, &options).unwrap();
     quantize_model(&float, &shared.join("shapes/calib"), &int8, &QuantizeOptions::default()).unwrap();
     let r = bit_tools::eval::evaluate(&float, &int8, &shared.join("shapes/test"), None, 2, false).unwrap();
