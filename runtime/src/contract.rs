@@ -37,7 +37,11 @@ pub enum ChannelOrder {
 pub enum ResizeMode {
     /// The whole frame resized straight to the square, aspect ratio not kept (BiT evaluation).
     Squash,
-    /// A centred square covering `crop_fraction` of the shorter edge, resized to the input.
+    /// A centred square covering `crop_fraction` of the shorter edge, resized to the input:
+    /// exactly "resize the shorter edge to S = C / crop_fraction (the longer to
+    /// `int(S * long / short)`), then crop C x C at `((W' - C) // 2, (H' - C) // 2)`"
+    /// (transformers' BitImageProcessor, timm's eval transform with `crop_pct`), done in one
+    /// pass, where C is the input side.
     CenterCrop {
         /// Fraction of the shorter edge kept, in (0, 1].
         crop_fraction: f32,

@@ -194,8 +194,19 @@ impl Resizer {
         let (x0, y0, cw, ch) = match self.mode {
             ResizeMode::Squash => (0.0, 0.0, rw, rh),
             ResizeMode::CenterCrop { crop_fraction } => {
-                let side = (rw.min(rh) * crop_fraction as f64).max(1.0);
-                ((rw - side) / 2.0, (rh - side) / 2.0, side, side)
+                // transformers' BitImageProcessor (and timm's eval transform) in one pass:
+                // the shorter side resized to S = C / crop_fraction, the longer to
+                // int(S * long / short), then C x C cut at ((W' - C) // 2, (H' - C) // 2).
+                // Sampling the source at the positions the crop's pixels have in the
+                // resized image equals the two steps; keeping the whole-pixel rounding of
+                // the resized size and offset matters (without it a 640x480 frame is
+                // sampled up to a source pixel away from where transformers samples).
+                let c = self.size as f64;
+                let s = (c / crop_fraction as f64).round().max(c);
+                let long = (s * rw.max(rh) / rw.min(rh)).floor().max(c);
+                let (w2, h2) = if rw <= rh { (s, long) } else { (long, s) };
+                let (sx, sy) = (rw / w2, rh / h2);
+                (((w2 - c) / 2.0).floor() * sx, ((h2 - c) / 2.0).floor() * sy, c * sx, c * sy)
             }
         };
         self.xs.clear();
@@ -583,11 +594,11 @@ mod tests {
 
     /// Plain bicubic on one channel from the definition (Keys a = -0.5 written as the
     /// textbook piecewise polynomial, edge pixels repeated, clamped to 0..=255), over the
-    /// centred square of `fraction` of the shorter side.
+    /// source window `(x0, y0, width, height)`.
     fn cubic_reference(
         src: &[u8],
         (w, h): (usize, usize),
-        fraction: f64,
+        (x0, y0, sw, sh): (f64, f64, f64, f64),
         c: usize,
         size: usize,
         (ox, oy): (usize, usize),
@@ -602,11 +613,8 @@ mod tests {
                 0.0
             }
         };
-        let (wf, hf) = (w as f64, h as f64);
-        let side = wf.min(hf) * fraction;
-        let (sw, sh) = if fraction == 0.0 { (wf, hf) } else { (side, side) };
-        let sx = (wf - sw) / 2.0 + (ox as f64 + 0.5) * sw / size as f64 - 0.5;
-        let sy = (hf - sh) / 2.0 + (oy as f64 + 0.5) * sh / size as f64 - 0.5;
+        let sx = x0 + (ox as f64 + 0.5) * sw / size as f64 - 0.5;
+        let sy = y0 + (oy as f64 + 0.5) * sh / size as f64 - 0.5;
         let p = |x: i64, y: i64| {
             let x = x.clamp(0, w as i64 - 1) as usize;
             let y = y.clamp(0, h as i64 - 1) as usize;
@@ -627,11 +635,17 @@ mod tests {
         let (w, h) = (37, 23);
         let src = pattern(w, h);
         let mut clamped = 0;
-        // fraction 0 stands for squash in the reference.
-        for (resize, fraction, size) in [
-            (ResizeMode::Squash, 0.0, 16),
-            (ResizeMode::Squash, 0.0, 64),
-            (ResizeMode::CenterCrop { crop_fraction: 0.875 }, 0.875, 20),
+        let squash = (0.0, 0.0, w as f64, h as f64);
+        // 0.875 at 20: the shorter side to round(20 / 0.875) = 23 (unchanged), the longer
+        // to int(23 * 37 / 23) = 37, crop at ((37 - 20) // 2, (23 - 20) // 2) = (8, 1).
+        // 0.5 at 16: 23 -> 32, 37 -> int(32 * 37 / 23) = 51, crop at (17, 8), scales
+        // 37 / 51 and 23 / 32.
+        let (kx, ky) = (37.0 / 51.0, 23.0 / 32.0);
+        for (resize, window, size) in [
+            (ResizeMode::Squash, squash, 16),
+            (ResizeMode::Squash, squash, 64),
+            (ResizeMode::CenterCrop { crop_fraction: 0.875 }, (8.0, 1.0, 20.0, 20.0), 20),
+            (ResizeMode::CenterCrop { crop_fraction: 0.5 }, (17.0 * kx, 8.0 * ky, 16.0 * kx, 16.0 * ky), 16),
         ] {
             let pre =
                 Preprocess { resize, resample: Resample::Bicubic, ..Preprocess::bit_default(size as u32) };
@@ -641,7 +655,7 @@ mod tests {
             for c in 0..3 {
                 for oy in 0..size {
                     for ox in 0..size {
-                        let want = cubic_reference(&src, (w, h), fraction, c, size, (ox, oy));
+                        let want = cubic_reference(&src, (w, h), window, c, size, (ox, oy));
                         clamped += usize::from(want == 0.0 || want == 255.0);
                         let got = (out[c * size * size + oy * size + ox] as f64 + 1.0) * 127.5;
                         assert!((got - want).abs() < 1e-2, "{resize:?} c{c} ({ox},{oy}): {got} vs {want}");

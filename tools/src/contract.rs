@@ -14,11 +14,10 @@
 //!
 //! "Resize the shortest edge to S, then crop C x C from the centre" (transformers, and timm
 //! with `S = floor(C / crop_pct)`) is [`ResizeMode::CenterCrop`] with `crop_fraction = C / S`:
-//! the central C/S of the shorter side, centred on the frame. The two agree exactly when
-//! `S * long / short` is an integer and `S - C` and the resized long side minus C are even;
-//! otherwise transformers' integer rounding of the resized long side (`int(S * long /
-//! short)`) and of the crop offset (`(L - C) // 2`) moves samples by up to about one source
-//! pixel at the borders of the crop (measured on 640x480 with S = 256, C = 224).
+//! the runtime recovers S as `round(C / crop_fraction)` and reproduces the two steps'
+//! whole-pixel rounding (long side `int(S * long / short)`, offsets `(W' - C) // 2`) in one
+//! pass. torchvision's `CenterCrop` (timm) rounds an odd margin half to even instead of down,
+//! so for odd `W' - C` the crop may sit one resized pixel away from timm's.
 
 use std::path::{Path, PathBuf};
 
