@@ -290,3 +290,46 @@ fn a_model_without_a_contract_gets_the_bit_default() {
             <= 1.0
     );
 }
+
+/// `bit-tool quantize` calibrates on what the device will feed: the float model's own
+/// contract (here bicubic, shortest edge + crop, CLIP normalization) through the runtime's
+/// resizer, and the int8 model keeps that contract.
+#[test]
+fn quantize_calibrates_through_the_model_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.npz");
+    let float = dir.path().join("float.onnx");
+    bit_tools::synth::write_synthetic(&ckpt, &arch(), 3, Layout::Npz, None).unwrap();
+    let overrides = Overrides {
+        mean: Some(CLIP_MEAN),
+        std: Some(CLIP_STD),
+        crop_fraction: Some(0.875),
+        resample: Some(Resample::Bicubic),
+        ..Default::default()
+    };
+    bit_tools::import_checkpoint(&ckpt, &float, &ImportOptions { overrides, ..Default::default() }).unwrap();
+    let calib = dir.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    let images = [photo(640, 480), photo(400, 600)];
+    for (i, img) in images.iter().enumerate() {
+        img.save(calib.join(format!("{i}.png"))).unwrap();
+    }
+    let options = bit_tools::quantize::QuantizeOptions { threads: 1, ..Default::default() };
+    let set = bit_tools::quantize::calibration_inputs(&float, &calib, &options).unwrap();
+    let model = Model::load(&float, &LoadOptions::default()).unwrap();
+    assert_eq!(&set.preprocess, model.preprocess());
+    assert_eq!(set.preprocess.resample, Resample::Bicubic);
+    assert_eq!(set.size, 224);
+    for (input, img) in set.inputs.iter().zip(&images) {
+        assert_eq!(input, &model.tensor_for_image(img), "calibration input differs from the runtime's");
+        let d = max_lsb(input, &reference(img, &set.preprocess), &set.preprocess);
+        assert!(d <= 1.0, "calibration input {d} steps from the plain reference");
+    }
+    let int8 = dir.path().join("int8.onnx");
+    bit_tools::quantize::quantize_model(&float, &calib, &int8, &options).unwrap();
+    assert_eq!(
+        ModelInfo::read(&int8).unwrap().preprocess,
+        set.preprocess,
+        "the int8 model keeps the contract"
+    );
+}
