@@ -30,6 +30,7 @@ use crate::error::ImportError;
 /// CLIP's mean, BitImageProcessor's default `image_mean`.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's std, BitImageProcessor's default `image_std`.
+// The digits as transformers publishes them, so the constant can be compared by eye.
 #[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
@@ -308,8 +309,9 @@ impl Fields<'_> {
 
 /// BitImageProcessor's contract from the JSON of `path` (its `preprocessor_config.json`):
 /// `do_resize` + `size` (`shortest_edge`, or `height`/`width` for a squash), `resample`
-/// (PIL codes 0 nearest, 2 bilinear, 3 bicubic), `do_center_crop` + `crop_size`, `do_rescale`
-/// + `rescale_factor`, `do_normalize` + `image_mean`/`image_std`. Absent fields take
+/// (PIL codes 0 nearest, 2 bilinear, 3 bicubic), `do_center_crop` with `crop_size`,
+/// `do_rescale` with `rescale_factor`, `do_normalize` with `image_mean`/`image_std`. Absent
+/// fields take
 /// BitImageProcessor's defaults (shortest edge 224, bicubic, crop 224, 1/255, CLIP mean/std).
 pub fn from_preprocessor_config(path: &Path, json: &Value) -> Result<Preprocess, ImportError> {
     let f = Fields { path, prefix: "", json };
