@@ -314,6 +314,10 @@ fn options_cover_calibration_methods_and_types() {
         assert!(r.cosine > 0.99, "{weights:?} {act:?} {cal:?}: cosine {}", r.cosine);
         let info = bit_runtime::ModelInfo::read(&out).unwrap();
         assert_eq!(info.labels.map(|l| l.len()), Some(1000), "labels carried over");
-        assert_eq!(info.preprocess, bit_runtime::Preprocess::bit_default(224), "contract carried over");
+        assert_eq!(
+            info.preprocess,
+            bit_runtime::Preprocess::bit_default(224).with_source("npz default"),
+            "contract carried over"
+        );
     }
 }
