@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p bit-runtime --bench frames` (the `bench` profile inherits `release`, so
 //! tract is not rebuilt). Frames are 640x480 and 1280x720 into a 224x224 tensor on the
-//! calling thread; raw formats hold pseudo-random bytes (the work does not depend on the
+//! calling thread (bilinear squash and centre crop, and bicubic centre crop as transformers
+//! and timm models use); raw formats hold pseudo-random bytes (the work does not depend on the
 //! content), MJPEG a quality-85 JPEG of a synthetic scene. Set `BENCH_REPS` to change the
 //! repetitions (default 200).
 //!
