@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p bit-runtime --bench frames` (the `bench` profile inherits `release`, so
 //! tract is not rebuilt). Frames are 640x480 and 1280x720 into a 224x224 tensor on the
-//! calling thread; raw formats hold pseudo-random bytes (the work does not depend on the
+//! calling thread (bilinear squash and centre crop, and bicubic centre crop as transformers
+//! and timm models use); raw formats hold pseudo-random bytes (the work does not depend on the
 //! content), MJPEG a quality-85 JPEG of a synthetic scene. Set `BENCH_REPS` to change the
 //! repetitions (default 200).
 //!
@@ -13,7 +14,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bit_runtime::contract::{Preprocess, ResizeMode};
+use bit_runtime::contract::{Preprocess, Resample, ResizeMode};
 use bit_runtime::preprocess::Kernel;
 use bit_runtime::{Classifier, ClassifierConfig, Frame, FramePreprocessor, PixelFormat, Stage, top_k};
 
@@ -68,10 +69,13 @@ fn main() {
     let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let size = 224u32;
     println!("Frame to {size}x{size} tensor, one thread, median of {reps} (ms):\n");
-    println!("| format | 640x480 squash | 640x480 centre crop 0.875 | 1280x720 squash |");
-    println!("|---|---|---|---|");
+    println!(
+        "| format | 640x480 squash | 640x480 centre crop 0.875 | 1280x720 squash | 640x480 bicubic crop 0.875 |"
+    );
+    println!("|---|---|---|---|---|");
     let squash = Preprocess::bit_default(size);
     let crop = Preprocess { resize: ResizeMode::CenterCrop { crop_fraction: 0.875 }, ..squash.clone() };
+    let cubic = Preprocess { resample: Resample::Bicubic, ..crop.clone() };
     let mut out = vec![0f32; 3 * (size * size) as usize];
     for format in PixelFormat::ALL {
         let yuv = matches!(format, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12);
@@ -79,7 +83,9 @@ fn main() {
         for &kernel in kernels {
             let name = if yuv { format!("{format} ({kernel:?})") } else { format.to_string() };
             let mut row = format!("| {name} |");
-            for (pre, (w, h)) in [(&squash, (640, 480)), (&crop, (640, 480)), (&squash, (1280, 720))] {
+            for (pre, (w, h)) in
+                [(&squash, (640, 480)), (&crop, (640, 480)), (&squash, (1280, 720)), (&cubic, (640, 480))]
+            {
                 let rows = if format == PixelFormat::Nv12 { h as usize * 3 / 2 } else { h as usize };
                 let data = match format.row_bytes(w) {
                     Some(r) => noise(r * rows),

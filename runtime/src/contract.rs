@@ -37,20 +37,35 @@ pub enum ChannelOrder {
 pub enum ResizeMode {
     /// The whole frame resized straight to the square, aspect ratio not kept (BiT evaluation).
     Squash,
-    /// A centred square covering `crop_fraction` of the shorter edge, resized to the input.
+    /// A centred square covering `crop_fraction` of the shorter edge, resized to the input:
+    /// exactly "resize the shorter edge to S = C / crop_fraction (the longer to
+    /// `int(S * long / short)`), then crop C x C at `((W' - C) // 2, (H' - C) // 2)`"
+    /// (transformers' BitImageProcessor, timm's eval transform with `crop_pct`), done in one
+    /// pass, where C is the input side.
     CenterCrop {
         /// Fraction of the shorter edge kept, in (0, 1].
         crop_fraction: f32,
     },
 }
 
-/// Interpolation used when resizing.
+/// Interpolation used when resizing. Every filter samples at half-pixel centres, clamps
+/// taps to the edge of the sampled region and does not antialias: downscaling reads the
+/// taps nearest each output centre only, where PIL (transformers, timm/torchvision on PIL
+/// images) widens the filter by the scale factor. For a camera frame several times the
+/// input side that aliases fine texture; a frame close to the input size is unaffected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resample {
     /// Bilinear with half-pixel centres and no antialiasing (`tf.image.resize` default,
     /// PyTorch `interpolate(align_corners=False)`): what BiT was trained and evaluated with.
     Bilinear,
+    /// Keys cubic convolution with `a = -0.5` (PIL's `BICUBIC`, which transformers'
+    /// BitImageProcessor and timm's PIL transforms use; PyTorch's `interpolate` uses -0.75),
+    /// 4x4 taps, the interpolated value clamped to 0..=255 before normalization as PIL
+    /// clamps its 8-bit result.
+    Bicubic,
+    /// The source pixel whose area holds the output pixel's centre (PIL's `NEAREST`).
+    Nearest,
 }
 
 /// How pixels become the input tensor: resize, then per channel
@@ -69,6 +84,11 @@ pub struct Preprocess {
     pub resize: ResizeMode,
     /// Interpolation.
     pub resample: Resample,
+    /// Where the contract came from (`"npz default"`, `"preprocessor_config.json"`, `"timm
+    /// pretrained_cfg"`, `"command line"`, ...). Informational; absent in models written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Preprocess {
@@ -82,6 +102,7 @@ impl Preprocess {
             std: [0.5; 3],
             resize: ResizeMode::Squash,
             resample: Resample::Bilinear,
+            source: None,
         }
     }
 
@@ -104,6 +125,12 @@ impl Preprocess {
         Ok(())
     }
 
+    /// The same contract with its `source` set.
+    pub fn with_source(mut self, source: impl Into<String>) -> Preprocess {
+        self.source = Some(source.into());
+        self
+    }
+
     /// Per-channel `(scale, offset)` with `tensor = byte * scale + offset`, in tensor channel
     /// order: the whole normalization folded into one multiply-add.
     pub fn affine(&self) -> [(f32, f32); 3] {
@@ -112,5 +139,25 @@ impl Preprocess {
             let mean = self.mean[c] as f64;
             ((1.0 / (255.0 * std)) as f32, (-mean / std) as f32)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_without_source_or_new_filters_still_reads() {
+        // A model written before `source` and the bicubic/nearest filters existed.
+        let old = r#"{"input_size":224,"channel_order":"rgb","mean":[0.5,0.5,0.5],"std":[0.5,0.5,0.5],"resize":{"mode":"squash"},"resample":"bilinear"}"#;
+        let pre: Preprocess = serde_json::from_str(old).unwrap();
+        assert_eq!(pre, Preprocess::bit_default(224));
+        // Without a source nothing new is written: old runtimes read new default models.
+        assert_eq!(serde_json::to_string(&pre).unwrap(), old);
+        let new =
+            Preprocess { resample: Resample::Bicubic, ..Preprocess::bit_default(224) }.with_source("cli");
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains(r#""resample":"bicubic""#) && json.contains(r#""source":"cli""#), "{json}");
+        assert_eq!(serde_json::from_str::<Preprocess>(&json).unwrap(), new);
     }
 }

@@ -1,6 +1,13 @@
 //! From pixels to the NCHW input tensor: region of interest, resize (squash or centre crop),
-//! colour conversion, bilinear sampling, channel order and normalization in one pass over
-//! the output.
+//! colour conversion, sampling (bilinear, bicubic or nearest, see
+//! [`crate::contract::Resample`]), channel order and normalization in one pass over the
+//! output.
+//!
+//! Bicubic reads 4x4 taps per output pixel (weights precomputed per geometry, 4 per axis),
+//! converts each to RGB8 like the bilinear path, and clamps the interpolated value to
+//! 0..=255 before the normalization multiply-add: the cubic kernel overshoots at edges,
+//! and PIL, which transformers and timm resize with, clamps its 8-bit result. It costs 4x
+//! the conversions of bilinear.
 //!
 //! The sampling taps are computed once per source geometry ([`Resizer::new`],
 //! [`Resizer::set_source`]); filling a tensor ([`Resizer::fill_rgb8`],
@@ -27,7 +34,7 @@
 //! compiler vectorizes (SSE2 on x86_64, NEON on aarch64: both baseline, so no `unsafe` and
 //! no run-time detection). `benches/frames.rs` measures both: ~6x on x86_64.
 
-use crate::contract::{ChannelOrder, Preprocess, ResizeMode};
+use crate::contract::{ChannelOrder, Preprocess, Resample, ResizeMode};
 use crate::convert::{self, PixelSource, YuvSource, YuvTaps};
 use crate::frame::{Frame, FrameError, MAX_SIDE, PixelFormat, check_geometry};
 use crate::jpeg::JpegScratch;
@@ -39,6 +46,27 @@ struct Tap {
     hi: u32,
     /// Weight of `hi`; `lo` gets `1 - frac`.
     frac: f32,
+}
+
+/// One output coordinate's bicubic taps along an axis: four source positions (clamped to
+/// the region, so edge pixels repeat) and their Keys weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cubic {
+    idx: [u32; 4],
+    w: [f32; 4],
+}
+
+/// Keys' cubic convolution kernel with `a = -0.5` (PIL's bicubic; Catmull-Rom).
+fn keys(d: f64) -> f64 {
+    const A: f64 = -0.5;
+    let d = d.abs();
+    if d <= 1.0 {
+        ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0
+    } else if d < 2.0 {
+        ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A
+    } else {
+        0.0
+    }
 }
 
 /// A rectangle of a frame, in frame pixels: the part of the frame the resize mode applies to.
@@ -78,11 +106,19 @@ pub struct Resizer {
     roi: Roi,
     size: u32,
     mode: ResizeMode,
+    filter: Resample,
+    /// Bilinear taps (nearest: `lo == hi`, `frac == 0`); empty for bicubic.
     xs: Vec<Tap>,
     ys: Vec<Tap>,
     /// `xs` as structure of arrays, for the fast path.
     x_cols: Vec<(u32, u32)>,
     x_frac: Vec<f32>,
+    /// Bicubic taps; empty for the other filters. Columns as structure of arrays for the
+    /// fast path.
+    cx_idx: Vec<[u32; 4]>,
+    /// `cx_w[k][i]`: weight of column tap `k` of output column `i`.
+    cx_w: [Vec<f32>; 4],
+    cy: Vec<Cubic>,
     affine: [(f32, f32); 3],
     bgr: bool,
 }
@@ -101,10 +137,16 @@ impl Resizer {
             roi: Roi::full(src_w, src_h),
             size,
             mode: pre.resize,
+            filter: pre.resample,
+            // Every buffer holds `size` entries whatever the filter, so that a new geometry
+            // never allocates.
             xs: Vec::with_capacity(size as usize),
             ys: Vec::with_capacity(size as usize),
             x_cols: Vec::with_capacity(size as usize),
             x_frac: Vec::with_capacity(size as usize),
+            cx_idx: Vec::with_capacity(size as usize),
+            cx_w: std::array::from_fn(|_| Vec::with_capacity(size as usize)),
+            cy: Vec::with_capacity(size as usize),
             affine: pre.affine(),
             bgr: pre.channel_order == ChannelOrder::Bgr,
         };
@@ -152,12 +194,47 @@ impl Resizer {
         let (x0, y0, cw, ch) = match self.mode {
             ResizeMode::Squash => (0.0, 0.0, rw, rh),
             ResizeMode::CenterCrop { crop_fraction } => {
-                let side = (rw.min(rh) * crop_fraction as f64).max(1.0);
-                ((rw - side) / 2.0, (rh - side) / 2.0, side, side)
+                // transformers' BitImageProcessor (and timm's eval transform) in one pass:
+                // the shorter side resized to S = C / crop_fraction, the longer to
+                // int(S * long / short), then C x C cut at ((W' - C) // 2, (H' - C) // 2).
+                // Sampling the source at the positions the crop's pixels have in the
+                // resized image equals the two steps; keeping the whole-pixel rounding of
+                // the resized size and offset matters (without it a 640x480 frame is
+                // sampled up to a source pixel away from where transformers samples).
+                let c = self.size as f64;
+                let s = (c / crop_fraction as f64).round().max(c);
+                let long = (s * rw.max(rh) / rw.min(rh)).floor().max(c);
+                let (w2, h2) = if rw <= rh { (s, long) } else { (long, s) };
+                let (sx, sy) = (rw / w2, rh / h2);
+                (((w2 - c) / 2.0).floor() * sx, ((h2 - c) / 2.0).floor() * sy, c * sx, c * sy)
             }
         };
-        taps(roi.x as f64 + x0, cw, roi.x, roi.width, self.size, &mut self.xs);
-        taps(roi.y as f64 + y0, ch, roi.y, roi.height, self.size, &mut self.ys);
+        self.xs.clear();
+        self.ys.clear();
+        self.cx_idx.clear();
+        self.cx_w.iter_mut().for_each(Vec::clear);
+        self.cy.clear();
+        let (ax, ay) = (
+            Axis::new(roi.x as f64 + x0, cw, roi.x, roi.width, self.size),
+            Axis::new(roi.y as f64 + y0, ch, roi.y, roi.height, self.size),
+        );
+        match self.filter {
+            Resample::Bilinear => {
+                self.xs.extend(ax.bilinear());
+                self.ys.extend(ay.bilinear());
+            }
+            Resample::Nearest => {
+                self.xs.extend(ax.nearest());
+                self.ys.extend(ay.nearest());
+            }
+            Resample::Bicubic => {
+                self.cx_idx.extend(ax.cubic().map(|t| t.idx));
+                for (k, w) in self.cx_w.iter_mut().enumerate() {
+                    w.extend(ax.cubic().map(|t| t.w[k]));
+                }
+                self.cy.extend(ay.cubic());
+            }
+        }
         self.x_cols.clear();
         self.x_cols.extend(self.xs.iter().map(|t| (t.lo, t.hi)));
         self.x_frac.clear();
@@ -197,6 +274,9 @@ impl Resizer {
     /// interpolation, channel order and normalization. `src` must cover the source size
     /// (validated frames do); the taps never leave the region.
     pub(crate) fn fill_from<S: PixelSource>(&self, src: &S, out: &mut [f32]) {
+        if self.filter == Resample::Bicubic {
+            return self.fill_cubic(src, out);
+        }
         let plane = (self.size * self.size) as usize;
         assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
         let (r_plane, rest) = out.split_at_mut(plane);
@@ -234,6 +314,45 @@ impl Resizer {
 }
 
 impl Resizer {
+    /// [`Resizer::fill_from`] for bicubic: 4x4 taps as RGB8, each source row's four taps
+    /// weighted across, the four row sums weighted down, clamped to 0..=255 (the cubic
+    /// kernel overshoots at edges; PIL clamps its 8-bit result), then normalized. The fast
+    /// YUV kernel ([`YuvTaps::convert_row_cubic`]) evaluates the same expressions in the same
+    /// order, so both give identical results.
+    fn fill_cubic<S: PixelSource>(&self, src: &S, out: &mut [f32]) {
+        let plane = (self.size * self.size) as usize;
+        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
+        let (r_plane, rest) = out.split_at_mut(plane);
+        let (g_plane, b_plane) = rest.split_at_mut(plane);
+        let order = if self.bgr { [2, 1, 0] } else { [0, 1, 2] };
+        let aff = self.affine;
+        let size = self.size as usize;
+        for (oy, ty) in self.cy.iter().enumerate() {
+            let rows = ty.idx.map(|y| src.row(y));
+            let base = oy * size;
+            for (ox, cols) in self.cx_idx.iter().enumerate() {
+                let mut px = [0f32; 3];
+                for (row, wy) in rows.iter().zip(ty.w) {
+                    let mut h = [0f32; 3];
+                    for (&x, w) in cols.iter().zip(&self.cx_w) {
+                        let w = w[ox];
+                        let p = S::rgb(*row, x);
+                        for c in 0..3 {
+                            h[c] += p[c] as f32 * w;
+                        }
+                    }
+                    for c in 0..3 {
+                        px[c] += h[c] * wy;
+                    }
+                }
+                let px = px.map(|v| v.clamp(0.0, 255.0));
+                r_plane[base + ox] = px[order[0]] * aff[0].0 + aff[0].1;
+                g_plane[base + ox] = px[order[1]] * aff[1].0 + aff[1].1;
+                b_plane[base + ox] = px[order[2]] * aff[2].0 + aff[2].1;
+            }
+        }
+    }
+
     /// The fast path for YUV frames: per output row, gather the raw Y, U, V of every tap
     /// (scalar loads), then convert, interpolate and normalize the whole row in a loop the
     /// compiler vectorizes. Same arithmetic as [`Resizer::fill_from`], same results.
@@ -248,6 +367,16 @@ impl Resizer {
         let a = self.affine;
         let aff = if self.bgr { [a[2], a[1], a[0]] } else { a };
         let size = self.size as usize;
+        for (oy, ty) in self.cy.iter().enumerate() {
+            scratch.gather_cubic::<S>(ty.idx.map(|y| src.row(y)), &self.cx_idx);
+            let rows = oy * size..(oy + 1) * size;
+            scratch.convert_row_cubic(
+                &self.cx_w,
+                ty.w,
+                (&mut r_plane[rows.clone()], &mut g_plane[rows.clone()], &mut b_plane[rows]),
+                aff,
+            );
+        }
         for (oy, ty) in self.ys.iter().enumerate() {
             scratch.gather::<S>(src.row(ty.lo), src.row(ty.hi), &self.x_cols);
             let rows = oy * size..(oy + 1) * size;
@@ -273,19 +402,54 @@ pub enum Kernel {
     Scalar,
 }
 
-/// Half-pixel-centre bilinear taps for `n` outputs covering `[start, start + extent)` of a
-/// source axis, clamped to the `len` pixels from `first` (tf.image.resize, no antialias).
-/// Reuses `out`'s storage.
-fn taps(start: f64, extent: f64, first: u32, len: u32, n: u32, out: &mut Vec<Tap>) {
-    let scale = extent / n as f64;
-    let (min, max) = (first as f64, (first + len - 1) as f64);
-    out.clear();
-    out.extend((0..n).map(|i| {
-        let s = (start + (i as f64 + 0.5) * scale - 0.5).clamp(min, max);
-        let lo = s.floor();
-        let hi = (lo + 1.0).min(max);
-        Tap { lo: lo as u32, hi: hi as u32, frac: (s - lo) as f32 }
-    }));
+/// One axis of a resize: `n` outputs covering `[start, start + extent)` of a source axis
+/// whose samples are clamped to the `len` pixels from `first`. Output `i`'s centre is at
+/// `start + (i + 0.5) * extent / n` (half-pixel centres); no filter antialiases.
+#[derive(Clone, Copy)]
+struct Axis {
+    start: f64,
+    scale: f64,
+    min: f64,
+    max: f64,
+    n: u32,
+}
+
+impl Axis {
+    fn new(start: f64, extent: f64, first: u32, len: u32, n: u32) -> Axis {
+        Axis { start, scale: extent / n as f64, min: first as f64, max: (first + len - 1) as f64, n }
+    }
+
+    /// Bilinear taps, position clamped to the edge pixels (tf.image.resize).
+    fn bilinear(self) -> impl Iterator<Item = Tap> {
+        (0..self.n).map(move |i| {
+            let s = (self.start + (i as f64 + 0.5) * self.scale - 0.5).clamp(self.min, self.max);
+            let lo = s.floor();
+            let hi = (lo + 1.0).min(self.max);
+            Tap { lo: lo as u32, hi: hi as u32, frac: (s - lo) as f32 }
+        })
+    }
+
+    /// The pixel holding each output centre, as a bilinear tap of weight 0 (PIL `NEAREST`).
+    fn nearest(self) -> impl Iterator<Item = Tap> {
+        (0..self.n).map(move |i| {
+            let s = (self.start + (i as f64 + 0.5) * self.scale).floor().clamp(self.min, self.max) as u32;
+            Tap { lo: s, hi: s, frac: 0.0 }
+        })
+    }
+
+    /// Keys cubic taps (a = -0.5) around each output centre; positions outside the region
+    /// repeat its edge pixel (PyTorch's bicubic border handling; PIL instead drops them and
+    /// renormalizes, which differs only within two pixels of the edge).
+    fn cubic(self) -> impl Iterator<Item = Cubic> {
+        (0..self.n).map(move |i| {
+            let s = self.start + (i as f64 + 0.5) * self.scale - 0.5;
+            let f = s.floor();
+            let t = s - f;
+            let idx = std::array::from_fn(|k| (f + k as f64 - 1.0).clamp(self.min, self.max) as u32);
+            let w = std::array::from_fn(|k| keys(t - (k as f64 - 1.0)) as f32);
+            Cubic { idx, w }
+        })
+    }
 }
 
 fn yuv<S: YuvSource>(r: &Resizer, src: &S, fast: bool, scratch: &mut YuvTaps, out: &mut [f32]) {
@@ -426,6 +590,98 @@ mod tests {
         let sx = (ox as f64 + 0.5) * w as f64 / size as f64 - 0.5;
         let sy = (oy as f64 + 0.5) * h as f64 / size as f64 - 0.5;
         sample(sx, sy) as f32
+    }
+
+    /// Plain bicubic on one channel from the definition (Keys a = -0.5 written as the
+    /// textbook piecewise polynomial, edge pixels repeated, clamped to 0..=255), over the
+    /// source window `(x0, y0, width, height)`.
+    fn cubic_reference(
+        src: &[u8],
+        (w, h): (usize, usize),
+        (x0, y0, sw, sh): (f64, f64, f64, f64),
+        c: usize,
+        size: usize,
+        (ox, oy): (usize, usize),
+    ) -> f64 {
+        let kernel = |d: f64| {
+            let (a, d) = (-0.5, d.abs());
+            if d < 1.0 {
+                (a + 2.0) * d.powi(3) - (a + 3.0) * d * d + 1.0
+            } else if d < 2.0 {
+                a * d.powi(3) - 5.0 * a * d * d + 8.0 * a * d - 4.0 * a
+            } else {
+                0.0
+            }
+        };
+        let sx = x0 + (ox as f64 + 0.5) * sw / size as f64 - 0.5;
+        let sy = y0 + (oy as f64 + 0.5) * sh / size as f64 - 0.5;
+        let p = |x: i64, y: i64| {
+            let x = x.clamp(0, w as i64 - 1) as usize;
+            let y = y.clamp(0, h as i64 - 1) as usize;
+            src[(y * w + x) * 3 + c] as f64
+        };
+        let (fx, fy) = (sx.floor() as i64, sy.floor() as i64);
+        let mut v = 0.0;
+        for y in fy - 1..=fy + 2 {
+            for x in fx - 1..=fx + 2 {
+                v += p(x, y) * kernel(sx - x as f64) * kernel(sy - y as f64);
+            }
+        }
+        v.clamp(0.0, 255.0)
+    }
+
+    #[test]
+    fn bicubic_matches_plain_keys_convolution() {
+        let (w, h) = (37, 23);
+        let src = pattern(w, h);
+        let mut clamped = 0;
+        let squash = (0.0, 0.0, w as f64, h as f64);
+        // 0.875 at 20: the shorter side to round(20 / 0.875) = 23 (unchanged), the longer
+        // to int(23 * 37 / 23) = 37, crop at ((37 - 20) // 2, (23 - 20) // 2) = (8, 1).
+        // 0.5 at 16: 23 -> 32, 37 -> int(32 * 37 / 23) = 51, crop at (17, 8), scales
+        // 37 / 51 and 23 / 32.
+        let (kx, ky) = (37.0 / 51.0, 23.0 / 32.0);
+        for (resize, window, size) in [
+            (ResizeMode::Squash, squash, 16),
+            (ResizeMode::Squash, squash, 64),
+            (ResizeMode::CenterCrop { crop_fraction: 0.875 }, (8.0, 1.0, 20.0, 20.0), 20),
+            (ResizeMode::CenterCrop { crop_fraction: 0.5 }, (17.0 * kx, 8.0 * ky, 16.0 * kx, 16.0 * ky), 16),
+        ] {
+            let pre =
+                Preprocess { resize, resample: Resample::Bicubic, ..Preprocess::bit_default(size as u32) };
+            let r = Resizer::new(w as u32, h as u32, size as u32, &pre);
+            let mut out = vec![0f32; 3 * size * size];
+            r.fill_rgb8(&src, w * 3, &mut out);
+            for c in 0..3 {
+                for oy in 0..size {
+                    for ox in 0..size {
+                        let want = cubic_reference(&src, (w, h), window, c, size, (ox, oy));
+                        clamped += usize::from(want == 0.0 || want == 255.0);
+                        let got = (out[c * size * size + oy * size + ox] as f64 + 1.0) * 127.5;
+                        assert!((got - want).abs() < 1e-2, "{resize:?} c{c} ({ox},{oy}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+        // The noisy pattern overshoots: the clamp is exercised.
+        assert!(clamped > 0, "no value reached the clamp");
+    }
+
+    #[test]
+    fn nearest_picks_the_pixel_under_each_centre() {
+        let (w, h) = (9usize, 3usize);
+        let src = pattern(w, h);
+        let pre = Preprocess { resample: Resample::Nearest, ..Preprocess::bit_default(3) };
+        let r = Resizer::new(w as u32, h as u32, 3, &pre);
+        let mut out = vec![0f32; 27];
+        r.fill_rgb8(&src, w * 3, &mut out);
+        // Output centres at 1.5, 4.5, 7.5 of 9 columns: pixels 1, 4, 7; rows 0, 1, 2.
+        for oy in 0..3 {
+            for (ox, x) in [1, 4, 7].into_iter().enumerate() {
+                let want = src[(oy * w + x) * 3] as f32 / 127.5 - 1.0;
+                assert!((out[oy * 3 + ox] - want).abs() < 1e-6);
+            }
+        }
     }
 
     fn pattern(w: usize, h: usize) -> Vec<u8> {

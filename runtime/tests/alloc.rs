@@ -17,7 +17,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
-use bit_runtime::contract::{ChannelOrder, Preprocess, ResizeMode};
+use bit_runtime::contract::{ChannelOrder, Preprocess, Resample, ResizeMode};
 use bit_runtime::preprocess::Kernel;
 use bit_runtime::{
     Classifier, ClassifierConfig, Frame, FramePreprocessor, LatencyStats, PixelFormat, Roi, Stage, top_k,
@@ -81,8 +81,22 @@ fn runtime_per_frame_code_does_not_allocate() {
         channel_order: ChannelOrder::Bgr,
         ..Preprocess::bit_default(224)
     };
-    let configs =
-        [(Preprocess::bit_default(224), None), (crop, Some(Roi { x: 16, y: 8, width: 600, height: 400 }))];
+    let cubic = Preprocess {
+        resize: ResizeMode::CenterCrop { crop_fraction: 224.0 / 256.0 },
+        resample: Resample::Bicubic,
+        ..Preprocess::bit_default(224)
+    };
+    let nearest = Preprocess { resample: Resample::Nearest, ..Preprocess::bit_default(224) };
+    let configs = [
+        (Preprocess::bit_default(224), None),
+        (crop.clone(), Some(Roi { x: 16, y: 8, width: 600, height: 400 })),
+        (cubic, None),
+        (
+            Preprocess { resample: Resample::Bicubic, ..crop },
+            Some(Roi { x: 16, y: 8, width: 600, height: 400 }),
+        ),
+        (nearest, None),
+    ];
     for (pre, roi) in configs {
         let mut p = FramePreprocessor::new(&pre, 224, roi, 1280, 720);
         let mut out = vec![0f32; 3 * 224 * 224];
@@ -102,7 +116,12 @@ fn runtime_per_frame_code_does_not_allocate() {
                 for round in 0..3 {
                     let (r, n, bytes) = counted(|| p.fill(&Frame::new(data, *format, *w, *h), &mut out));
                     r.unwrap();
-                    assert_eq!((n, bytes), (0, 0), "{format} {w}x{h} {kernel:?} round {round}");
+                    assert_eq!(
+                        (n, bytes),
+                        (0, 0),
+                        "{format} {w}x{h} {kernel:?} {:?} round {round}",
+                        pre.resample
+                    );
                 }
             }
         }

@@ -128,7 +128,7 @@ fn wrong_label_count() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = good_npz(dir.path());
     let out = dir.path().join("model.onnx");
-    let options = ImportOptions { labels: Some(vec!["a".into(), "b".into()]), input_size: None };
+    let options = ImportOptions { labels: Some(vec!["a".into(), "b".into()]), ..Default::default() };
     let err = bit_tools::import_checkpoint(&ckpt, &out, &options).unwrap_err().to_string();
     assert!(err.contains("4 classes but 2 labels"), "{err}");
     assert!(!out.exists());

@@ -72,10 +72,12 @@ fn full_r50x1_matches_reference_at_224() {
     compare_with_reference(&f.checkpoint, &f.model, 224, &["chelsea.png"]);
 }
 
-/// Logits of `model` for chelsea.png at 128.
+/// Logits of `model` for chelsea.png at 128, preprocessed with BiT's contract whatever the
+/// model's own (timm's default contract crops; `tests/tests/contract.rs` checks contracts).
 fn logits_of(model: &Path) -> (Vec<f32>, Vec<String>) {
     let mut m = Model::load(model, &LoadOptions { input_size: Some(128), ..Default::default() }).unwrap();
-    let input = m.tensor_for_image(&image("chelsea.png"));
+    let input =
+        bit_tools::probe::image_tensor(&image("chelsea.png"), &bit_tools::Preprocess::bit_default(128), 128);
     (m.logits(&input).unwrap(), m.labels().to_vec())
 }
 
@@ -179,7 +181,11 @@ fn trained_shapes_checkpoint_reproduces_its_published_accuracy() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("shapes.onnx");
     let labels = bit_runtime::read_labels(&shared.join("shapes/labels.txt")).unwrap();
-    let options = ImportOptions { labels: Some(labels.clone()), input_size: Some(128) };
+    let options = ImportOptions {
+        labels: Some(labels.clone()),
+        overrides: bit_tools::contract::Overrides { input_size: Some(128), ..Default::default() },
+        ..Default::default()
+    };
     bit_tools::import_checkpoint(&ckpt, &model, &options).unwrap();
     let mut m = Model::load(&model, &LoadOptions::default()).unwrap();
     assert_eq!(m.input_size(), 128, "the contract's input size is the default");

@@ -229,7 +229,11 @@ fn trained_checkpoint_int8_fidelity() {
     let float = dir.path().join("shapes.onnx");
     let int8 = dir.path().join("shapes-int8.onnx");
     let labels = bit_runtime::read_labels(&shared.join("shapes/labels.txt")).unwrap();
-    let options = bit_tools::ImportOptions { labels: Some(labels), input_size: Some(128) };
+    let options = bit_tools::ImportOptions {
+        labels: Some(labels),
+        overrides: bit_tools::contract::Overrides { input_size: Some(128), ..Default::default() },
+        ..Default::default()
+    };
     bit_tools::import_checkpoint(&shared.join("bit_shapes_d1111.npz"), &float, &options).unwrap();
     quantize_model(&float, &shared.join("shapes/calib"), &int8, &QuantizeOptions::default()).unwrap();
     let r = bit_tools::eval::evaluate(&float, &int8, &shared.join("shapes/test"), None, 2, false).unwrap();
@@ -310,7 +314,11 @@ fn options_cover_calibration_methods_and_types() {
         assert!(r.cosine > 0.99, "{weights:?} {act:?} {cal:?}: cosine {}", r.cosine);
         let info = bit_runtime::ModelInfo::read(&out).unwrap();
         assert_eq!(info.labels.map(|l| l.len()), Some(1000), "labels carried over");
-        assert_eq!(info.preprocess, bit_runtime::Preprocess::bit_default(224), "contract carried over");
+        assert_eq!(
+            info.preprocess,
+            bit_runtime::Preprocess::bit_default(224).with_source("npz default"),
+            "contract carried over"
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod bit;
 pub mod checkpoint;
+pub mod contract;
 mod error;
 pub mod eval;
 pub mod onnx;
@@ -33,8 +34,10 @@ pub fn imagenet1k_labels() -> Vec<String> {
 pub struct ImportOptions {
     /// Class names, overriding any found in or beside the checkpoint.
     pub labels: Option<Vec<String>>,
-    /// The contract's default input size (224 when `None`).
-    pub input_size: Option<u32>,
+    /// Where the preprocessing contract comes from (the checkpoint's source by default).
+    pub contract: contract::ContractChoice,
+    /// Contract fields given on the command line (input size, mean, std, ...).
+    pub overrides: contract::Overrides,
 }
 
 /// What [`import_checkpoint`] did.
@@ -48,6 +51,8 @@ pub struct ImportReport {
     pub parameters: usize,
     /// Where the class names came from.
     pub labels_source: &'static str,
+    /// The preprocessing contract written into the model (its `source` says where from).
+    pub preprocess: Preprocess,
 }
 
 /// Reads a checkpoint, folds its weight standardization and writes the float ONNX model to
@@ -79,12 +84,23 @@ pub fn import_checkpoint(
             ),
         });
     }
-    let preprocess = Preprocess::bit_default(options.input_size.unwrap_or(224));
+    let preprocess = contract::for_checkpoint(checkpoint, weights.layout, classes, &options.contract)?;
+    let preprocess = options.overrides.apply(preprocess).map_err(|detail| ImportError::Unsupported {
+        path: checkpoint.to_owned(),
+        key: "preprocessing contract".into(),
+        detail,
+    })?;
     let parameters = weights.parameter_count();
     let model =
         build_model(&weights, &preprocess, labels.as_deref(), &describe(&weights, checkpoint, parameters));
     onnx::write_model(&model, out)?;
-    Ok(ImportReport { arch: weights.arch.clone(), layout: weights.layout, parameters, labels_source })
+    Ok(ImportReport {
+        arch: weights.arch.clone(),
+        layout: weights.layout,
+        parameters,
+        labels_source,
+        preprocess,
+    })
 }
 
 /// The architecture description stored in the model metadata.

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use bit_runtime::contract::{ChannelOrder, Resample};
 use bit_runtime::{LoadOptions, Model, ModelInfo, load_image};
+use bit_tools::contract::{ContractChoice, Overrides, ResizeKind};
 use bit_tools::{Arch, ImportOptions, Layout};
 use clap::{Parser, Subcommand};
 
@@ -52,9 +54,34 @@ enum Command {
         /// Label file (one name per line, or a TSV with a `name` column).
         #[arg(long)]
         labels: Option<PathBuf>,
-        /// Default input size recorded in the model's contract.
-        #[arg(long)]
+        /// Where the preprocessing contract comes from: `auto` (the checkpoint's source:
+        /// npz -> BiT default, transformers -> preprocessor_config.json, timm -> config.json
+        /// pretrained_cfg or timm's BiT default), `bit` (BiT default), or a JSON file
+        /// (preprocessor_config.json, timm config.json / pretrained_cfg, bit.preprocess).
+        #[arg(long, default_value = "auto")]
+        contract: String,
+        /// Contract: default input size (a crop keeps its fraction).
+        #[arg(long, value_parser = parse_input_size)]
         input_size: Option<u32>,
+        /// Contract: per-channel mean on [0, 1] values, in tensor channel order.
+        #[arg(long, value_name = "R,G,B", value_parser = parse_mean)]
+        mean: Option<[f32; 3]>,
+        /// Contract: per-channel standard deviation on [0, 1] values.
+        #[arg(long, value_name = "R,G,B", value_parser = parse_std)]
+        std: Option<[f32; 3]>,
+        /// Contract: squash (whole frame to the square) or crop (centred square).
+        #[arg(long, value_parser = parse_resize)]
+        resize: Option<bit_tools::contract::ResizeKind>,
+        /// Contract: fraction of the shorter side a centre crop keeps, in (0, 1] (implies
+        /// --resize crop); "shortest edge S, crop C" is C/S.
+        #[arg(long, value_parser = parse_crop_fraction)]
+        crop_fraction: Option<f32>,
+        /// Contract: bilinear, bicubic or nearest.
+        #[arg(long, value_parser = parse_resample)]
+        resample: Option<bit_runtime::contract::Resample>,
+        /// Contract: rgb or bgr.
+        #[arg(long, value_parser = parse_channel_order)]
+        channel_order: Option<bit_runtime::contract::ChannelOrder>,
     },
     /// Quantize a float model to int8 (QLinearConv on tract's integer kernels), calibrating
     /// on a directory of images.
@@ -240,20 +267,31 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Import { checkpoint, out, labels, input_size } => {
+        Command::Import {
+            checkpoint,
+            out,
+            labels,
+            contract,
+            input_size,
+            mean,
+            std,
+            resize,
+            crop_fraction,
+            resample,
+            channel_order,
+        } => {
             let labels = labels.map(|p| bit_runtime::read_labels(&p)).transpose()?;
-            if let Some(size) = input_size
-                && !bit_runtime::SUPPORTED_SIZES.contains(&size)
-            {
-                log::warn!(
-                    "input size {size} is not one of the tested sizes {:?}",
-                    bit_runtime::SUPPORTED_SIZES
-                );
-            }
             let start = Instant::now();
-            let report =
-                bit_tools::import_checkpoint(&checkpoint, &out, &ImportOptions { labels, input_size })
-                    .with_context(|| format!("importing {}", checkpoint.display()))?;
+            let contract = match contract.as_str() {
+                "auto" => ContractChoice::Auto,
+                "bit" => ContractChoice::BitDefault,
+                file => ContractChoice::File(PathBuf::from(file)),
+            };
+            let overrides =
+                Overrides { input_size, mean, std, resize, crop_fraction, resample, channel_order };
+            let options = ImportOptions { labels, contract, overrides };
+            let report = bit_tools::import_checkpoint(&checkpoint, &out, &options)
+                .with_context(|| format!("importing {}", checkpoint.display()))?;
             println!(
                 "wrote {}: BiT-{} from {} layout, {} classes, {:.2} M parameters, labels: {}, weight standardization folded ({:.1} s)",
                 out.display(),
@@ -263,6 +301,11 @@ fn run(cli: Cli) -> Result<()> {
                 report.parameters as f64 / 1e6,
                 report.labels_source,
                 start.elapsed().as_secs_f64()
+            );
+            println!(
+                "preprocessing contract ({}): {}",
+                report.preprocess.source.as_deref().unwrap_or("unknown"),
+                serde_json::to_string(&report.preprocess)?
             );
             Ok(())
         }
@@ -409,9 +452,16 @@ fn classify(
 fn info(model: &Path) -> Result<()> {
     let info = ModelInfo::read(model)?;
     println!("model: {}", model.display());
-    let source = match info.contract_source {
-        bit_runtime::ContractSource::Model => "from the model metadata",
-        bit_runtime::ContractSource::Default => "NONE in the model: BiT default assumed",
+    let source = match (info.contract_source, &info.preprocess.source) {
+        (bit_runtime::ContractSource::Model, Some(from)) => {
+            format!("from the model metadata; source: {from}")
+        }
+        (bit_runtime::ContractSource::Model, None) => {
+            "from the model metadata; source: not recorded (imported before sources were)".into()
+        }
+        (bit_runtime::ContractSource::Default, _) => {
+            "NONE in the model: BiT default assumed (RGB, x/127.5-1, squash, bilinear)".into()
+        }
     };
     println!("preprocessing contract ({source}):");
     println!("  {}", serde_json::to_string_pretty(&info.preprocess)?.replace('\n', "\n  "));
@@ -431,4 +481,71 @@ fn info(model: &Path) -> Result<()> {
         None => println!("labels: none in the model"),
     }
     Ok(())
+}
+
+// Value parsers for the contract flags: clap puts the flag in front of each message
+// ("invalid value '2' for '--crop-fraction <CROP_FRACTION>': ...").
+
+fn parse_input_size(s: &str) -> Result<u32, String> {
+    let size: u32 = s.parse().map_err(|_| format!("'{s}' is not a whole number of pixels"))?;
+    if !(1..=4096).contains(&size) {
+        return Err(format!("{size} is not in 1..=4096"));
+    }
+    if !bit_runtime::SUPPORTED_SIZES.contains(&size) {
+        log::warn!("input size {size} is not one of the tested sizes {:?}", bit_runtime::SUPPORTED_SIZES);
+    }
+    Ok(size)
+}
+
+fn parse_triplet(s: &str) -> Result<[f32; 3], String> {
+    let values: Vec<f32> = s
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().ok().filter(|x| x.is_finite()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("'{s}' is not three comma-separated numbers R,G,B"))?;
+    values.try_into().map_err(|v: Vec<f32>| format!("{} values given, expected three (R,G,B)", v.len()))
+}
+
+fn parse_mean(s: &str) -> Result<[f32; 3], String> {
+    parse_triplet(s)
+}
+
+fn parse_std(s: &str) -> Result<[f32; 3], String> {
+    let std = parse_triplet(s)?;
+    if std.iter().any(|v| *v <= 0.0) {
+        return Err(format!("{std:?}: every value must be positive"));
+    }
+    Ok(std)
+}
+
+fn parse_crop_fraction(s: &str) -> Result<f32, String> {
+    s.parse::<f32>()
+        .ok()
+        .filter(|f| *f > 0.0 && *f <= 1.0)
+        .ok_or_else(|| format!("'{s}' is not a fraction in (0, 1]"))
+}
+
+fn parse_resize(s: &str) -> Result<ResizeKind, String> {
+    match s {
+        "squash" => Ok(ResizeKind::Squash),
+        "crop" => Ok(ResizeKind::Crop),
+        _ => Err(format!("'{s}': expected squash or crop")),
+    }
+}
+
+fn parse_resample(s: &str) -> Result<Resample, String> {
+    match s {
+        "bilinear" => Ok(Resample::Bilinear),
+        "bicubic" => Ok(Resample::Bicubic),
+        "nearest" => Ok(Resample::Nearest),
+        _ => Err(format!("'{s}': expected bilinear, bicubic or nearest")),
+    }
+}
+
+fn parse_channel_order(s: &str) -> Result<ChannelOrder, String> {
+    match s {
+        "rgb" => Ok(ChannelOrder::Rgb),
+        "bgr" => Ok(ChannelOrder::Bgr),
+        _ => Err(format!("'{s}': expected rgb or bgr")),
+    }
 }

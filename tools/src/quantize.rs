@@ -405,7 +405,56 @@ pub fn quantize_model(
 ) -> Result<QuantizeReport, ImportError> {
     let proto = read_proto(float_path)?;
     let sites = conv_sites(float_path, &proto)?;
-    let info = bit_runtime::ModelInfo::from_proto(float_path, &proto).map_err(|e| {
+    let CalibrationSet { size, files, inputs, .. } = calibration_set(float_path, &proto, calib_dir, options)?;
+
+    // Quantization points: every conv input and output, each once.
+    let mut names: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in &sites {
+        for n in [&s.input, &s.output] {
+            if seen.insert(n.clone()) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let ranges = calibrate(float_path, &proto, &names, &inputs, size, options)?;
+    let quantized = rewrite(&proto, &sites, &ranges, options, files.len());
+    write_model(&quantized, out)?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(QuantizeReport { convs: sites.len(), images: files.len(), input_size: size, bytes })
+}
+
+/// The calibration images of a quantization run, preprocessed.
+#[derive(Debug)]
+pub struct CalibrationSet {
+    /// The float model's contract, which calibration follows (and the int8 model keeps).
+    pub preprocess: Preprocess,
+    /// Input side.
+    pub size: u32,
+    /// The images, in order.
+    pub files: Vec<PathBuf>,
+    /// Their input tensors: the model's contract applied through the runtime's `Resizer`
+    /// (resize mode, filter, normalization), exactly what a device feeds the network.
+    pub inputs: Vec<Vec<f32>>,
+}
+
+/// Lists and preprocesses the calibration images of `calib_dir` for the float model at
+/// `float_path` under its own contract.
+pub fn calibration_inputs(
+    float_path: &Path,
+    calib_dir: &Path,
+    options: &QuantizeOptions,
+) -> Result<CalibrationSet, ImportError> {
+    calibration_set(float_path, &read_proto(float_path)?, calib_dir, options)
+}
+
+fn calibration_set(
+    float_path: &Path,
+    proto: &pb::ModelProto,
+    calib_dir: &Path,
+    options: &QuantizeOptions,
+) -> Result<CalibrationSet, ImportError> {
+    let info = bit_runtime::ModelInfo::from_proto(float_path, proto).map_err(|e| {
         ImportError::Unsupported { path: float_path.to_owned(), key: String::new(), detail: e.to_string() }
     })?;
     let size = options.input_size.unwrap_or(info.preprocess.input_size);
@@ -424,22 +473,7 @@ pub fn quantize_model(
         files.truncate(n);
     }
     let inputs = load_inputs(&files, &info.preprocess, size, options.progress, "calibration images")?;
-
-    // Quantization points: every conv input and output, each once.
-    let mut names: Vec<String> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for s in &sites {
-        for n in [&s.input, &s.output] {
-            if seen.insert(n.clone()) {
-                names.push(n.clone());
-            }
-        }
-    }
-    let ranges = calibrate(float_path, &proto, &names, &inputs, size, options)?;
-    let quantized = rewrite(&proto, &sites, &ranges, options, files.len());
-    write_model(&quantized, out)?;
-    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    Ok(QuantizeReport { convs: sites.len(), images: files.len(), input_size: size, bytes })
+    Ok(CalibrationSet { preprocess: info.preprocess, size, files, inputs })
 }
 
 /// Metadata key describing the quantization (JSON).

@@ -95,3 +95,90 @@ fn one_bad_image_does_not_stop_the_others() {
     assert!(stderr.contains("broken.jpg") && stderr.contains("1 of 2 images"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("class_"), "the good image was classified");
 }
+
+#[test]
+fn contract_flags_are_recorded_and_info_names_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.npz");
+    let model = dir.path().join("model.onnx");
+    let (ckpt_s, model_s) = (ckpt.to_str().unwrap(), model.to_str().unwrap());
+    let out = bit_tool(&["synth", "--out", ckpt_s, "--depths", "1,1,1,1", "--classes", "10"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = bit_tool(&["import", ckpt_s, "--out", model_s]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("preprocessing contract (npz default)"));
+    let out = bit_tool(&["info", model_s]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("source: npz default") && stdout.contains("\"resample\": \"bilinear\""),
+        "{stdout}"
+    );
+
+    let flags = [
+        "--input-size",
+        "160",
+        "--mean",
+        "0.485,0.456,0.406",
+        "--std",
+        "0.229,0.224,0.225",
+        "--resize",
+        "crop",
+        "--crop-fraction",
+        "0.875",
+        "--resample",
+        "bicubic",
+        "--channel-order",
+        "bgr",
+    ];
+    let mut args = vec!["import", ckpt_s, "--out", model_s];
+    args.extend(flags);
+    let out = bit_tool(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = bit_runtime::ModelInfo::read(&model).unwrap();
+    let pre = &info.preprocess;
+    assert_eq!((pre.input_size, pre.mean, pre.std), (160, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]));
+    assert_eq!(pre.resize, bit_runtime::contract::ResizeMode::CenterCrop { crop_fraction: 0.875 });
+    assert_eq!(
+        (pre.resample, pre.channel_order),
+        (bit_runtime::contract::Resample::Bicubic, bit_runtime::contract::ChannelOrder::Bgr)
+    );
+    let out = bit_tool(&["info", model_s]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("source: npz default + command line (--input-size, --mean"), "{stdout}");
+
+    // Bad values name the flag; nothing is written.
+    let bad = dir.path().join("bad.onnx");
+    for (flag, value) in [
+        ("--mean", "0.5,0.5"),
+        ("--std", "0.5,0,0.5"),
+        ("--crop-fraction", "1.5"),
+        ("--resample", "lanczos"),
+        ("--resize", "stretch"),
+        ("--channel-order", "rbg"),
+        ("--input-size", "0"),
+    ] {
+        let out = bit_tool(&["import", ckpt_s, "--out", bad.to_str().unwrap(), flag, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!bad.exists());
+    }
+    let out = bit_tool(&["import", ckpt_s, "--out", bad.to_str().unwrap(), "--resize", "crop"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resize crop needs --crop-fraction"));
+    let json = dir.path().join("contract.json");
+    std::fs::write(&json, r#"{"pretrained_cfg": {"interpolation": "area"}}"#).unwrap();
+    let out =
+        bit_tool(&["import", ckpt_s, "--out", bad.to_str().unwrap(), "--contract", json.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("contract.json") && stderr.contains("'pretrained_cfg.interpolation'"),
+        "{stderr}"
+    );
+
+    // A model without a contract: info says BiT's default is assumed.
+    let mut proto = bit_tools::probe::read_proto(&model).unwrap();
+    proto.metadata_props.retain(|e| e.key != bit_runtime::contract::META_PREPROCESS);
+    bit_tools::onnx::write_model(&proto, &model).unwrap();
+    let out = bit_tool(&["info", model_s]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("NONE in the model: BiT default assumed"), "{stdout}");
+}
