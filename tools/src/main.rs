@@ -101,7 +101,7 @@ enum Command {
         #[arg(long, default_value = "u8")]
         activations: String,
         /// Range calibration: minmax, percentile or mse.
-        #[arg(long, default_value = "percentile")]
+        #[arg(long, default_value = "mse")]
         method: String,
         /// Percentile for `--method percentile`.
         #[arg(long, default_value_t = 99.99)]

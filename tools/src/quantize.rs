@@ -80,7 +80,7 @@ impl Default for QuantizeOptions {
         QuantizeOptions {
             weights: WeightScales::PerTensor,
             activations: ActivationType::U8,
-            calibration: Calibration::Percentile { percentile: 99.99 },
+            calibration: Calibration::Mse,
             input_size: None,
             num_images: None,
             threads: 2,
