@@ -222,3 +222,30 @@ fn real_checkpoint() {
         assert!(classes.iter().any(|c| expected.contains(c)), "{name}: none of {expected:?} in {classes:?}");
     }
 }
+
+/// Some official files number their kernels (`standardized_conv2d_3/kernel`): they import to
+/// the same model as the plain names.
+#[test]
+fn numbered_standardized_conv2d_names_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch { depths: vec![1, 1, 1, 1], width: 1, num_classes: 10 };
+    let arrays = bit_tools::synth::synth_arrays(&arch, 11, Layout::Npz);
+    let numbered: Vec<_> = arrays
+        .iter()
+        .enumerate()
+        .map(|(i, (k, a))| {
+            (k.replace("standardized_conv2d/", &format!("standardized_conv2d_{i}/")), a.clone())
+        })
+        .collect();
+    assert!(numbered.iter().any(|(k, _)| k.contains("/a/proj/standardized_conv2d_")));
+    let (plain, renamed) = (dir.path().join("plain.npz"), dir.path().join("numbered.npz"));
+    bit_tools::synth::write_npz(&plain, &arrays).unwrap();
+    bit_tools::synth::write_npz(&renamed, &numbered).unwrap();
+    let mut logits = Vec::new();
+    for ckpt in [&plain, &renamed] {
+        let model = ckpt.with_extension("onnx");
+        bit_tools::import_checkpoint(ckpt, &model, &ImportOptions::default()).unwrap();
+        logits.push(logits_of(&model).0);
+    }
+    assert_eq!(logits[0], logits[1]);
+}
