@@ -215,3 +215,33 @@ fn classify_allocates_only_in_tract() {
     assert_eq!(n, 0);
     assert_eq!(classifier.input_replacements(), 0);
 }
+
+/// Opt-in: `BIT_ALLOC_MODEL=/path/model.onnx` counts tract's allocations per frame on a real
+/// model (float or int8), one thread, so that its share can be reported for BiT itself.
+#[test]
+fn tract_allocations_on_a_real_model() {
+    let Some(path) = std::env::var_os("BIT_ALLOC_MODEL") else {
+        println!("SKIPPED: set BIT_ALLOC_MODEL to a model file to count tract's allocations on it");
+        return;
+    };
+    let mut classifier =
+        Classifier::new(std::path::Path::new(&path), &ClassifierConfig { threads: 1, ..Default::default() })
+            .unwrap();
+    let yuyv = frame_bytes(PixelFormat::Yuyv, 640, 480, None, 2);
+    let frame = Frame::new(&yuyv, PixelFormat::Yuyv, 640, 480);
+    for _ in 0..2 {
+        classifier.classify(&frame).unwrap();
+    }
+    let per_frame: Vec<(u64, u64)> = (0..5)
+        .map(|_| {
+            let (r, n, b) = counted(|| classifier.classify(&frame));
+            r.unwrap();
+            (n, b)
+        })
+        .collect();
+    println!(
+        "{}: allocations per frame (count, bytes): {per_frame:?}",
+        std::path::Path::new(&path).display()
+    );
+    assert!(per_frame.iter().all(|&c| c == per_frame[0]), "not stable: {per_frame:?}");
+}
