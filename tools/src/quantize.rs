@@ -550,6 +550,20 @@ fn rewrite(
     proto
 }
 
+/// The values of an f32 initializer stored as raw little-endian bytes (as `import` writes).
+fn floats(t: &pb::TensorProto) -> Vec<f32> {
+    t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// A Conv's integer-list attributes (kernel_shape, strides, pads, dilations), to carry over.
+fn int_list_attrs(node: &pb::NodeProto) -> Vec<(&str, Attr)> {
+    node.attribute
+        .iter()
+        .filter(|a| !a.ints.is_empty())
+        .map(|a| (a.name.as_str(), Attr::Ints(a.ints.clone())))
+        .collect()
+}
+
 /// Whether `node` is the classifier head: a Conv reading the global average pool.
 fn is_head(graph: &pb::GraphProto, node: &pb::NodeProto) -> bool {
     node.op_type == "Conv"
@@ -677,15 +691,9 @@ impl Rewriter<'_> {
         let (lo, hi) = self.ranges[point];
         let (scale, zp) = qparams(lo, hi, self.act);
         debug_assert_eq!(zp, 0, "ReLU outputs have zero point 0 in u8");
-        let floats = |name: &str| -> Vec<f32> {
-            inits[name]
-                .raw_data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
-        let gamma: Vec<f32> = floats(&node.input[1]).iter().map(|g| g / scale).collect();
-        let beta: Vec<f32> = floats(&node.input[2]).iter().map(|b| b / scale + zp as f32 + 0.5).collect();
+        let gamma: Vec<f32> = floats(inits[node.input[1].as_str()]).iter().map(|g| g / scale).collect();
+        let beta: Vec<f32> =
+            floats(inits[node.input[2].as_str()]).iter().map(|b| b / scale + zp as f32 + 0.5).collect();
         let g = self.b.f32_const(&format!("{}/q/scale", node.name), &[gamma.len()], &gamma);
         let b = self.b.f32_const(&format!("{}/q/bias", node.name), &[beta.len()], &beta);
         let mut gn = node.clone();
@@ -721,15 +729,8 @@ impl Rewriter<'_> {
         let w = inits[node.input[1].as_str()];
         let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
         let (classes, per) = (dims[0], dims[1..].iter().product::<usize>());
-        let wdata: Vec<f32> =
-            w.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let bias: Option<Vec<f32>> = node.input.get(2).map(|b| {
-            inits[b.as_str()]
-                .raw_data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        });
+        let wdata: Vec<f32> = floats(w);
+        let bias: Option<Vec<f32>> = node.input.get(2).map(|b| floats(inits[b.as_str()]));
         let chunk = head_chunk_classes(per);
         let mut parts = Vec::new();
         for (i, start) in (0..classes).step_by(chunk).enumerate() {
@@ -764,13 +765,7 @@ impl Rewriter<'_> {
                 inputs.push(b.f32_const(&format!("{name}/bias"), &[k], &bias[start..end]));
             }
             let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-            let attrs: Vec<(&str, Attr)> = node
-                .attribute
-                .iter()
-                .filter(|a| !a.ints.is_empty())
-                .map(|a| (a.name.as_str(), Attr::Ints(a.ints.clone())))
-                .collect();
-            parts.push(b.node("Conv", &name, &inputs, attrs));
+            parts.push(b.node("Conv", &name, &inputs, int_list_attrs(node)));
         }
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         self.b.node_with_output(
@@ -785,8 +780,7 @@ impl Rewriter<'_> {
 
     /// `QLinearConv` + `DequantizeLinear` in place of a float `Conv`.
     fn conv(&mut self, site: &ConvSite, node: &pb::NodeProto, w: &pb::TensorProto, scales: WeightScales) {
-        let wdata: Vec<f32> =
-            w.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let wdata: Vec<f32> = floats(w);
         let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
         let (wq, wscale) = quantize_weights(&wdata, dims[0], scales);
         let b = &mut self.b;
@@ -806,12 +800,7 @@ impl Rewriter<'_> {
         );
         let (xs, xz) = self.qparams(&site.input);
         let (ys, yz) = self.qparams(&site.output);
-        let attrs: Vec<(&str, Attr)> = node
-            .attribute
-            .iter()
-            .filter(|a| !a.ints.is_empty())
-            .map(|a| (a.name.as_str(), Attr::Ints(a.ints.clone())))
-            .collect();
+        let attrs = int_list_attrs(node);
         let xq = self.quantized[&site.input].clone();
         let b = &mut self.b;
         let yq = b.node(
