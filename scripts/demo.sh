@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end, with no camera and no internet: make a BiT-S-R50x1 checkpoint in
 # the exact official npz layout (random weights: real ones cannot be downloaded here), import
-# it (weight standardization folded, labels and preprocessing contract in the model), and
-# classify the sample photos. Outputs go to ./demo-out (override with DEMO_OUT).
+# it (weight standardization folded, labels and preprocessing contract in the model),
+# classify the sample photos, then quantize to int8, compare it with the float model and
+# classify again. Outputs go to ./demo-out (override with DEMO_OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${DEMO_OUT:-demo-out}
@@ -15,4 +16,10 @@ tool=target/release/bit-tool
 run "$tool" import "$out/BiT-S-R50x1-synthetic.npz" --out "$out/bit-s-r50x1.onnx"
 run "$tool" info "$out/bit-s-r50x1.onnx"
 run "$tool" classify --model "$out/bit-s-r50x1.onnx" --top-k 3 samples/images/*.png samples/images/*.jpg
+# int8: calibration and held-out frames augmented from the photos with different seeds.
+run "$tool" augment --from samples/images --out "$out/calib" --count 30 --seed 1
+run "$tool" augment --from samples/images --out "$out/held-out" --count 30 --seed 2
+run "$tool" quantize "$out/bit-s-r50x1.onnx" --calib "$out/calib" --out "$out/bit-s-r50x1-int8.onnx"
+run "$tool" eval --float "$out/bit-s-r50x1.onnx" --int8 "$out/bit-s-r50x1-int8.onnx" --images "$out/held-out" --worst 5
+run "$tool" classify --model "$out/bit-s-r50x1-int8.onnx" --top-k 3 samples/images/chelsea.png samples/images/coffee.png
 echo "(random weights: the labels above are meaningless; import a real BiT-S-R50x1.npz for real ones, see README)"
