@@ -10,7 +10,7 @@ out=${DEMO_OUT:-demo-out}
 mkdir -p "$out"
 run() { printf '+ %s\n' "$*"; "$@"; }
 run cargo build --release --quiet -p bit-tools --bin bit-tool
-tool=target/release/bit-tool
+tool="${CARGO_TARGET_DIR:-target}/release/bit-tool"
 [ -f "$out/BiT-S-R50x1-synthetic.npz" ] ||
   run "$tool" synth --out "$out/BiT-S-R50x1-synthetic.npz" --depths 3,4,6,3 --width 1 --classes 1000 --seed 0
 run "$tool" import "$out/BiT-S-R50x1-synthetic.npz" --out "$out/bit-s-r50x1.onnx"
