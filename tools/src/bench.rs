@@ -129,11 +129,11 @@ fn status_kb(field: &str) -> u64 {
 
 /// Prints tract's per-op profile: median time per node over `runs` profiled runs, summed by
 /// op kind, and the slowest nodes.
-pub fn profile(model: &Path, input_size: Option<u32>, runs: usize, top: usize) -> Result<()> {
+pub fn profile(model: &Path, input_size: Option<u32>, runs: usize, top: usize, threads: usize) -> Result<()> {
     let proto = bit_tools::probe::read_proto(model)?;
     let info = bit_runtime::ModelInfo::from_proto(model, &proto)?;
     let size = input_size.unwrap_or(info.preprocess.input_size);
-    let mut probe = bit_tools::probe::Probe::new(model, &proto, &[], size, 1)?;
+    let mut probe = bit_tools::probe::Probe::new(model, &proto, &[], size, threads)?;
     drop(proto);
     let input: Vec<f32> =
         (0..3 * (size as usize).pow(2)).map(|i| ((i * 7919 % 255) as f32) / 127.5 - 1.0).collect();
@@ -166,7 +166,7 @@ pub fn profile(model: &Path, input_size: Option<u32>, runs: usize, top: usize) -
     let mut by_op: Vec<_> = by_op.into_iter().collect();
     by_op.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
     println!(
-        "model: {} at {size} px, 1 thread, median of {} profiled runs: {total:.1} ms",
+        "model: {} at {size} px, {threads} thread(s), median of {} profiled runs: {total:.1} ms",
         model.display(),
         runs.max(1)
     );

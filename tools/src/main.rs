@@ -217,6 +217,9 @@ enum Command {
         /// Nodes to list, slowest first.
         #[arg(long, default_value_t = 15)]
         top: usize,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// One benchmark configuration in this process (used by `bench`; prints JSON).
     #[command(hide = true)]
@@ -394,7 +397,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { model } => info(&model),
         Command::Bench { model, sizes, threads, runs } => bench::bench(model, &sizes, &threads, runs),
-        Command::Profile { model, input_size, runs, top } => bench::profile(&model, input_size, runs, top),
+        Command::Profile { model, input_size, runs, top, threads } => {
+            bench::profile(&model, input_size, runs, top, threads)
+        }
         Command::BenchOne { model, size, threads, runs } => bench::bench_one(&model, size, threads, runs),
     }
 }
