@@ -185,6 +185,14 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// Refuses a frame larger than the buffers allocated at start-up.
+pub(crate) fn check_max(width: u32, height: u32, max_width: u32, max_height: u32) -> Result<(), FrameError> {
+    if width > max_width || height > max_height {
+        return Err(FrameError::TooLarge { width, height, max_width, max_height });
+    }
+    Ok(())
+}
+
 /// Zero, odd (where the format needs even) and oversized dimensions.
 pub(crate) fn check_geometry(format: PixelFormat, width: u32, height: u32) -> Result<(), FrameError> {
     if width == 0 || height == 0 {

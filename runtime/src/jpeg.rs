@@ -66,14 +66,7 @@ impl JpegScratch {
             // Not 8-bit output with three channels: nothing a camera sends.
             return Err(FrameError::Jpeg(JpegFault::Unsupported));
         }
-        if width > self.max_width || height > self.max_height {
-            return Err(FrameError::TooLarge {
-                width,
-                height,
-                max_width: self.max_width,
-                max_height: self.max_height,
-            });
-        }
+        crate::frame::check_max(width, height, self.max_width, self.max_height)?;
         let out = &mut self.rgb[..need];
         // A decoder bug on some malformed stream must not take the service down: a panic
         // inside it is one more corrupt frame. (No cost when nothing panics.)

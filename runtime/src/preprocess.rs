@@ -277,13 +277,7 @@ impl Resizer {
         if self.filter == Resample::Bicubic {
             return self.fill_cubic(src, out);
         }
-        let plane = (self.size * self.size) as usize;
-        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
-        let (r_plane, rest) = out.split_at_mut(plane);
-        let (g_plane, b_plane) = rest.split_at_mut(plane);
-        // Tensor channel c takes source channel order[c].
-        let order = if self.bgr { [2, 1, 0] } else { [0, 1, 2] };
-        let aff = self.affine;
+        let (r_plane, g_plane, b_plane) = self.planes(out);
         let size = self.size as usize;
         for (oy, ty) in self.ys.iter().enumerate() {
             let row_lo = src.row(ty.lo);
@@ -305,27 +299,39 @@ impl Resizer {
                     let bot = a1[c] as f32 + (b1[c] as f32 - a1[c] as f32) * wx;
                     *v = top + (bot - top) * wy;
                 }
-                r_row[ox] = px[order[0]] * aff[0].0 + aff[0].1;
-                g_row[ox] = px[order[1]] * aff[1].0 + aff[1].1;
-                b_row[ox] = px[order[2]] * aff[2].0 + aff[2].1;
+                [r_row[ox], g_row[ox], b_row[ox]] = self.normalize(px);
             }
         }
     }
 }
 
 impl Resizer {
+    /// The three channel planes of an NCHW output of this size.
+    fn planes<'o>(&self, out: &'o mut [f32]) -> (&'o mut [f32], &'o mut [f32], &'o mut [f32]) {
+        let plane = (self.size * self.size) as usize;
+        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        (r, g, b)
+    }
+
+    /// One interpolated RGB pixel (0..255) as tensor values: channel order, then the folded
+    /// normalization (one multiply-add per channel).
+    #[inline(always)]
+    fn normalize(&self, px: [f32; 3]) -> [f32; 3] {
+        // Tensor channel c takes source channel order[c].
+        let order = if self.bgr { [2, 1, 0] } else { [0, 1, 2] };
+        let aff = self.affine;
+        std::array::from_fn(|c| px[order[c]] * aff[c].0 + aff[c].1)
+    }
+
     /// [`Resizer::fill_from`] for bicubic: 4x4 taps as RGB8, each source row's four taps
     /// weighted across, the four row sums weighted down, clamped to 0..=255 (the cubic
     /// kernel overshoots at edges; PIL clamps its 8-bit result), then normalized. The fast
     /// YUV kernel ([`YuvTaps::convert_row_cubic`]) evaluates the same expressions in the same
     /// order, so both give identical results.
     fn fill_cubic<S: PixelSource>(&self, src: &S, out: &mut [f32]) {
-        let plane = (self.size * self.size) as usize;
-        assert!(out.len() == 3 * plane, "output holds {} values, needs {}", out.len(), 3 * plane);
-        let (r_plane, rest) = out.split_at_mut(plane);
-        let (g_plane, b_plane) = rest.split_at_mut(plane);
-        let order = if self.bgr { [2, 1, 0] } else { [0, 1, 2] };
-        let aff = self.affine;
+        let (r_plane, g_plane, b_plane) = self.planes(out);
         let size = self.size as usize;
         for (oy, ty) in self.cy.iter().enumerate() {
             let rows = ty.idx.map(|y| src.row(y));
@@ -346,9 +352,7 @@ impl Resizer {
                     }
                 }
                 let px = px.map(|v| v.clamp(0.0, 255.0));
-                r_plane[base + ox] = px[order[0]] * aff[0].0 + aff[0].1;
-                g_plane[base + ox] = px[order[1]] * aff[1].0 + aff[1].1;
-                b_plane[base + ox] = px[order[2]] * aff[2].0 + aff[2].1;
+                [r_plane[base + ox], g_plane[base + ox], b_plane[base + ox]] = self.normalize(px);
             }
         }
     }
@@ -508,14 +512,7 @@ impl FramePreprocessor {
     /// first frame of a new geometry does this itself; neither allocates.
     pub fn prepare(&mut self, format: PixelFormat, width: u32, height: u32) -> Result<(), FrameError> {
         check_geometry(format, width, height)?;
-        if width > self.max_width || height > self.max_height {
-            return Err(FrameError::TooLarge {
-                width,
-                height,
-                max_width: self.max_width,
-                max_height: self.max_height,
-            });
-        }
+        crate::frame::check_max(width, height, self.max_width, self.max_height)?;
         if self.prepared != Some((width, height)) {
             self.resizer.set_source(width, height, self.roi)?;
             self.prepared = Some((width, height));
