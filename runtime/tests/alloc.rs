@@ -183,16 +183,7 @@ fn classify_allocates_only_in_tract() {
         Classifier::new(&path, &ClassifierConfig { threads: 1, ..Default::default() }).unwrap();
     let yuyv = frame_bytes(PixelFormat::Yuyv, 640, 480, None, 2);
     let frame = Frame::new(&yuyv, PixelFormat::Yuyv, 640, 480);
-    for _ in 0..3 {
-        classifier.classify(&frame).unwrap();
-    }
-    let per_frame: Vec<(u64, u64)> = (0..20)
-        .map(|_| {
-            let (r, n, b) = counted(|| classifier.classify(&frame));
-            r.unwrap();
-            (n, b)
-        })
-        .collect();
+    let per_frame = classify_counts(&mut classifier, &frame, 3, 20);
     println!(
         "classify (YUYV 640x480 -> tiny model at 224): allocations per frame (count, bytes): {:?}",
         &per_frame[..5]
@@ -229,19 +220,29 @@ fn tract_allocations_on_a_real_model() {
             .unwrap();
     let yuyv = frame_bytes(PixelFormat::Yuyv, 640, 480, None, 2);
     let frame = Frame::new(&yuyv, PixelFormat::Yuyv, 640, 480);
-    for _ in 0..2 {
-        classifier.classify(&frame).unwrap();
-    }
-    let per_frame: Vec<(u64, u64)> = (0..5)
-        .map(|_| {
-            let (r, n, b) = counted(|| classifier.classify(&frame));
-            r.unwrap();
-            (n, b)
-        })
-        .collect();
+    let per_frame = classify_counts(&mut classifier, &frame, 2, 5);
     println!(
         "{}: allocations per frame (count, bytes): {per_frame:?}",
         std::path::Path::new(&path).display()
     );
     assert!(per_frame.iter().all(|&c| c == per_frame[0]), "not stable: {per_frame:?}");
+}
+
+/// (allocations, bytes) of each of `runs` classifications of `frame`, after `warm_up` ones.
+fn classify_counts(
+    classifier: &mut Classifier,
+    frame: &Frame,
+    warm_up: usize,
+    runs: usize,
+) -> Vec<(u64, u64)> {
+    for _ in 0..warm_up {
+        classifier.classify(frame).unwrap();
+    }
+    (0..runs)
+        .map(|_| {
+            let (r, n, b) = counted(|| classifier.classify(frame));
+            r.unwrap();
+            (n, b)
+        })
+        .collect()
 }
