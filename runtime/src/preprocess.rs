@@ -322,7 +322,11 @@ impl Resizer {
         // Tensor channel c takes source channel order[c].
         let order = if self.bgr { [2, 1, 0] } else { [0, 1, 2] };
         let aff = self.affine;
-        std::array::from_fn(|c| px[order[c]] * aff[c].0 + aff[c].1)
+        [
+            px[order[0]] * aff[0].0 + aff[0].1,
+            px[order[1]] * aff[1].0 + aff[1].1,
+            px[order[2]] * aff[2].0 + aff[2].1,
+        ]
     }
 
     /// [`Resizer::fill_from`] for bicubic: 4x4 taps as RGB8, each source row's four taps
