@@ -294,6 +294,40 @@ impl YuvTaps {
     }
 }
 
+/// Converts a raw frame to packed RGB8, `3 * width * height` bytes, with the same BT.601
+/// conversion the classifier uses (for saving or showing frames: not on the per-frame
+/// path). Returns `Ok(false)` and writes nothing for MJPEG, which is stored as it came.
+///
+/// # Panics
+/// If `out` is not exactly `3 * width * height` bytes.
+pub fn frame_to_rgb8(frame: &crate::Frame, out: &mut [u8]) -> Result<bool, crate::FrameError> {
+    use crate::PixelFormat as F;
+    let stride = frame.row_stride()?;
+    let (w, h, data) = (frame.width, frame.height, frame.data);
+    assert_eq!(out.len(), 3 * w as usize * h as usize, "RGB8 buffer for {w}x{h}");
+    fn copy<S: PixelSource>(src: &S, w: u32, out: &mut [u8]) {
+        for (y, row_out) in out.chunks_exact_mut(3 * w as usize).enumerate() {
+            let row = src.row(y as u32);
+            for (x, px) in row_out.chunks_exact_mut(3).enumerate() {
+                px.copy_from_slice(&S::rgb(row, x as u32));
+            }
+        }
+    }
+    match frame.format {
+        F::Yuyv => copy(&Yuv422::<false> { data, stride }, w, out),
+        F::Uyvy => copy(&Yuv422::<true> { data, stride }, w, out),
+        F::Nv12 => {
+            let (luma, chroma) = data.split_at(stride * h as usize);
+            copy(&Nv12 { luma, chroma, stride }, w, out)
+        }
+        F::Rgb24 => copy(&Packed::<RGB> { data, stride }, w, out),
+        F::Bgr24 => copy(&Packed::<BGR> { data, stride }, w, out),
+        F::Grey => copy(&Packed::<GREY> { data, stride }, w, out),
+        F::Mjpeg => return Ok(false),
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +355,29 @@ mod tests {
         assert!(worst <= 1, "worst difference {worst}");
         assert_eq!(yuv_to_rgb(16, 128, 128), [0, 0, 0]);
         assert_eq!(yuv_to_rgb(235, 128, 128), [255, 255, 255]);
+    }
+
+    #[test]
+    fn frame_to_rgb8_matches_the_per_pixel_conversion() {
+        // 4x2 YUYV with a stride of 12 bytes (4 bytes of padding per row).
+        let mut data = vec![0u8; 12 * 2];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 37 % 251) as u8;
+        }
+        let frame = crate::Frame::new(&data, crate::PixelFormat::Yuyv, 4, 2).with_stride(12);
+        let mut out = vec![0u8; 3 * 4 * 2];
+        assert!(frame_to_rgb8(&frame, &mut out).unwrap());
+        for y in 0..2 {
+            for x in 0..4 {
+                let p = &data[12 * y + 4 * (x / 2)..];
+                let luma = p[2 * (x & 1)];
+                assert_eq!(&out[3 * (4 * y + x)..][..3], &yuv_to_rgb(luma, p[1], p[3]), "pixel {x},{y}");
+            }
+        }
+        let jpeg = [0xff, 0xd8, 0xff, 0xd9];
+        let mj = crate::Frame::new(&jpeg, crate::PixelFormat::Mjpeg, 4, 2);
+        assert!(!frame_to_rgb8(&mj, &mut out).unwrap());
+        let short = crate::Frame::new(&data[..10], crate::PixelFormat::Yuyv, 4, 2);
+        assert!(frame_to_rgb8(&short, &mut out).is_err());
     }
 }

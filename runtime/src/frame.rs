@@ -86,6 +86,21 @@ impl PixelFormat {
         }
     }
 
+    /// The format named by a raw frame file's extension: `yuyv`, `uyvy`, `nv12`, `rgb`
+    /// (RGB24), `bgr` (BGR24), `grey` (or `gray`), `mjpg`; case-insensitive.
+    pub fn from_extension(ext: &str) -> Option<PixelFormat> {
+        Some(match ext.to_ascii_lowercase().as_str() {
+            "yuyv" => PixelFormat::Yuyv,
+            "uyvy" => PixelFormat::Uyvy,
+            "nv12" => PixelFormat::Nv12,
+            "rgb" => PixelFormat::Rgb24,
+            "bgr" => PixelFormat::Bgr24,
+            "grey" | "gray" => PixelFormat::Grey,
+            "mjpg" => PixelFormat::Mjpeg,
+            _ => return None,
+        })
+    }
+
     /// Whether the format needs an even width (4:2:2 and 4:2:0 share chroma across pairs).
     pub fn needs_even_width(self) -> bool {
         matches!(self, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12)
@@ -183,6 +198,19 @@ impl<'a> Frame<'a> {
             got: self.data.len(),
         }
     }
+}
+
+/// A raw camera frame file is named `<anything>.<W>x<H>.<format>` (format as in
+/// [`PixelFormat::from_extension`]) and holds the bytes a V4L2 buffer held (`bytesused` of
+/// them), rows packed without padding: e.g. `frame-0001.640x480.yuyv`. Returns the format and
+/// size such a name gives, `None` for any other name.
+pub fn raw_frame_kind(path: &std::path::Path) -> Option<(PixelFormat, u32, u32)> {
+    let name = path.file_name()?.to_str()?;
+    let mut parts = name.rsplitn(3, '.');
+    let format = PixelFormat::from_extension(parts.next()?)?;
+    let (w, h) = parts.next()?.split_once('x')?;
+    parts.next()?;
+    Some((format, w.parse().ok()?, h.parse().ok()?))
 }
 
 /// Refuses a frame larger than the buffers allocated at start-up.

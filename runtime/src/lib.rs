@@ -25,8 +25,9 @@ pub mod topk;
 
 pub use classifier::{Classifier, ClassifierConfig, ClassifyError};
 pub use contract::Preprocess;
+pub use convert::frame_to_rgb8;
 pub use error::Error;
-pub use frame::{Frame, FrameError, JpegFault, PixelFormat};
+pub use frame::{Frame, FrameError, JpegFault, PixelFormat, raw_frame_kind};
 pub use model::{ContractSource, LoadOptions, Model, ModelInfo, SUPPORTED_SIZES, load_image};
 pub use preprocess::{FramePreprocessor, Roi};
 pub use stats::{LatencyStats, Stage};

@@ -71,6 +71,14 @@ impl<const N: usize> Window<N> {
         self.total += 1;
     }
 
+    /// The duration recorded last, `None` before the first.
+    pub fn last(&self) -> Option<Duration> {
+        if self.total == 0 || N == 0 {
+            return None;
+        }
+        Some(Duration::from_nanos(self.nanos[(self.next + N - 1) % N]))
+    }
+
     /// Durations in the window.
     pub fn len(&self) -> usize {
         (self.total.min(N as u64)) as usize
@@ -168,6 +176,11 @@ impl LatencyStats {
         self.windows[stage.index()].summary()
     }
 
+    /// The duration `stage` recorded last (this frame's, right after a classification).
+    pub fn last(&self, stage: Stage) -> Option<Duration> {
+        self.windows[stage.index()].last()
+    }
+
     /// `stage`'s window.
     pub fn window(&self, stage: Stage) -> &Window<WINDOW> {
         &self.windows[stage.index()]
@@ -198,6 +211,8 @@ mod tests {
         assert_eq!(s.p99, Duration::from_millis(99));
         assert_eq!(s.max, Duration::from_millis(100));
         assert_eq!(s.mean, Duration::from_micros(50_500));
+        // The last of the scrambled order: (99 * 37) % 100 + 1 = 64 ms.
+        assert_eq!(w.last(), Some(Duration::from_millis(64)));
     }
 
     #[test]

@@ -169,27 +169,8 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
     Ok(files)
 }
 
-/// A raw camera frame file is named `<anything>.<W>x<H>.<format>`, format one of `yuyv`,
-/// `uyvy`, `nv12`, `rgb` (RGB24), `bgr` (BGR24), `grey`, `mjpg`: the bytes a V4L2 buffer
-/// held (`bytesused` of them), e.g. `frame-0001.640x480.yuyv`.
-pub fn raw_frame_kind(path: &Path) -> Option<(bit_runtime::PixelFormat, u32, u32)> {
-    use bit_runtime::PixelFormat::*;
-    let name = path.file_name()?.to_str()?;
-    let mut parts = name.rsplitn(3, '.');
-    let format = match parts.next()?.to_ascii_lowercase().as_str() {
-        "yuyv" => Yuyv,
-        "uyvy" => Uyvy,
-        "nv12" => Nv12,
-        "rgb" => Rgb24,
-        "bgr" => Bgr24,
-        "grey" | "gray" => Grey,
-        "mjpg" => Mjpeg,
-        _ => return None,
-    };
-    let (w, h) = parts.next()?.split_once('x')?;
-    parts.next()?;
-    Some((format, w.parse().ok()?, h.parse().ok()?))
-}
+/// A raw camera frame file's format and size (see [`bit_runtime::frame::raw_frame_kind`]).
+pub use bit_runtime::frame::raw_frame_kind;
 
 /// Preprocesses every image of `files` exactly as the runtime does.
 pub fn load_inputs(
