@@ -1,0 +1,141 @@
+//! Shared helpers of the daemon's integration tests: a small BiT model generated once per
+//! test run, configuration files, and running the `camera-classifier` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Class names of the test model.
+pub const LABELS: [&str; 4] = ["cat", "dog", "bird", "fish"];
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("firmware/ has a parent").to_owned()
+}
+
+/// A BiT with one unit per stage and 4 classes (random weights, official npz layout,
+/// imported by bit-tools), written once per test run under the target directory. Every
+/// write is atomic, so test binaries running at once agree on the file.
+pub fn model() -> PathBuf {
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("firmware-fixture");
+            let model = dir.join("bit-d1111-c4.onnx");
+            if !model.exists() {
+                std::fs::create_dir_all(&dir).unwrap();
+                let arch = bit_tools::Arch { depths: vec![1, 1, 1, 1], width: 1, num_classes: 4 };
+                let ckpt = dir.join(format!("checkpoint-{}.npz", std::process::id()));
+                bit_tools::synth::write_synthetic(&ckpt, &arch, 7, bit_tools::Layout::Npz, None).unwrap();
+                let options = bit_tools::ImportOptions {
+                    labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                };
+                // Written to a per-process name first: test binaries may run at once.
+                let mine = dir.join(format!("model-{}.onnx", std::process::id()));
+                bit_tools::import_checkpoint(&ckpt, &mine, &options).unwrap();
+                std::fs::rename(&mine, &model).unwrap();
+                std::fs::remove_file(ckpt).unwrap();
+            }
+            model
+        })
+        .clone()
+}
+
+/// The committed sample photos.
+pub fn samples() -> PathBuf {
+    repo_root().join("samples/images")
+}
+
+/// Writes `text` as `config.toml` in `dir`.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A config with the test model at input 64 (fast), the given source and extra tables.
+pub fn config_text(source: &str, extra: &str) -> String {
+    format!(
+        "[model]\npath = {:?}\ninput_size = 64\ntop_k = 3\n\n{source}\n{extra}\n",
+        model().display().to_string()
+    )
+}
+
+/// The daemon binary.
+pub fn daemon() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_camera-classifier"));
+    c.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// A running daemon whose stdout lines arrive on a channel.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts `cmd` with stdout and stderr captured.
+pub fn start(mut cmd: Command) -> Running {
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start camera-classifier");
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s
+    });
+    Running { child, lines, stderr }
+}
+
+impl Running {
+    /// The next stdout line as JSON, within `timeout`.
+    pub fn next_json(&self, timeout: Duration) -> Option<serde_json::Value> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the exit, at most `timeout`; returns the status code, the time it took and
+    /// stderr. Kills the child and panics on timeout.
+    pub fn wait(mut self, timeout: Duration) -> (Option<i32>, Duration, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let took = start.elapsed();
+                return (status.code(), took, self.stderr.join().unwrap());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "camera-classifier did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr.join().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
