@@ -285,6 +285,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImportError> {
     let mut tmp =
         tempfile::Builder::new().prefix(".bit-tool-").suffix(".partial").tempfile_in(dir).map_err(io_err)?;
     tmp.write_all(bytes).map_err(io_err)?;
+    // tempfile creates 0600; models and frames are read by other users (the daemon runs as
+    // a dynamic user), so give the file the usual 0644.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io_err)?;
+    }
     tmp.as_file().sync_all().map_err(io_err)?;
     tmp.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
