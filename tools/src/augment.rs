@@ -44,15 +44,7 @@ pub fn augment(
     let mut written = Vec::with_capacity(count);
     for n in 0..count {
         let (stem, img) = &images[n % images.len()];
-        let (w, h) = (img.width() as f64, img.height() as f64);
-        // A crop of 30-100% of the area with aspect 3:4 to 4:3, anywhere in the image.
-        let area = rng.random_range(0.3..1.0) * w * h;
-        let aspect: f64 = rng.random_range((3.0f64 / 4.0).ln()..(4.0f64 / 3.0).ln()).exp();
-        let cw = (area * aspect).sqrt().min(w).max(8.0);
-        let ch = (area / aspect).sqrt().min(h).max(8.0);
-        let x = rng.random_range(0.0..=(w - cw));
-        let y = rng.random_range(0.0..=(h - ch));
-        let crop = image::imageops::crop_imm(img, x as u32, y as u32, cw as u32, ch as u32).to_image();
+        let crop = random_crop(img, 0.3, &mut rng);
         let mut frame = image::imageops::resize(&crop, width, height, image::imageops::FilterType::Triangle);
         if rng.random_bool(0.5) {
             image::imageops::flip_horizontal_in_place(&mut frame);
@@ -66,4 +58,17 @@ pub fn augment(
         written.push(path);
     }
     Ok(written)
+}
+
+/// A random crop of `min_area`..100% of the image's area with aspect 3:4 to 4:3, anywhere in
+/// the image (at least 8 pixels a side where the image has them).
+pub fn random_crop(img: &image::RgbImage, min_area: f64, rng: &mut rand_chacha::ChaCha8Rng) -> image::RgbImage {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let area = rng.random_range(min_area..1.0) * w * h;
+    let aspect: f64 = rng.random_range((3.0f64 / 4.0).ln()..(4.0f64 / 3.0).ln()).exp();
+    let cw = (area * aspect).sqrt().max(8.0).min(w);
+    let ch = (area / aspect).sqrt().max(8.0).min(h);
+    let x = rng.random_range(0.0..=(w - cw));
+    let y = rng.random_range(0.0..=(h - ch));
+    image::imageops::crop_imm(img, x as u32, y as u32, cw as u32, ch as u32).to_image()
 }

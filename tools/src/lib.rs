@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod contract;
 mod error;
 pub mod eval;
+pub mod finetune;
 pub mod onnx;
 pub mod probe;
 pub mod quantize;

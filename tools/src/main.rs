@@ -141,6 +141,46 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Teach the model new classes: train a new head on the CPU from DATA (one sub-folder
+    /// of images per class, named after the class), write a model with the new labels.
+    Finetune {
+        /// The float model from `import` (its backbone is kept).
+        #[arg(short, long)]
+        model: PathBuf,
+        /// One sub-folder per class, each with that class's images.
+        #[arg(long)]
+        data: PathBuf,
+        /// The new float model.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Fraction of each class held out for the accuracy and confusion matrix.
+        #[arg(long, default_value_t = 0.3)]
+        holdout: f64,
+        /// Augmented copies per training image (mirror, then random crops).
+        #[arg(long, default_value_t = 4)]
+        augment: usize,
+        /// Gradient steps of the head's training.
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        /// L2 weight decay of the head (on standardized features).
+        #[arg(long, default_value_t = 1e-3)]
+        weight_decay: f32,
+        /// Seed of the split and the augmentation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Input size; default: the model's contract.
+        #[arg(long, value_parser = parse_input_size)]
+        input_size: Option<u32>,
+        /// Threads for the backbone runs.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Also write an int8 model, calibrated on the training images.
+        #[arg(long)]
+        int8: Option<PathBuf>,
+        /// Write the report (accuracies, confusion matrix) as JSON.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
     /// Make more frames from a few photos: random crops, scales and flips, as PNG.
     Augment {
         /// Directory of source images.
@@ -378,6 +418,60 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(path) = json_out {
                 let json = serde_json::to_vec_pretty(&report)?;
                 bit_tools::onnx::write_atomically(&path, &json)?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Finetune {
+            model,
+            data,
+            out,
+            holdout,
+            augment,
+            steps,
+            weight_decay,
+            seed,
+            input_size,
+            threads,
+            int8,
+            json_out,
+        } => {
+            if !(0.0..1.0).contains(&holdout) {
+                bail!("--holdout {holdout}: expected a fraction in [0, 1)");
+            }
+            let options = bit_tools::finetune::FinetuneOptions {
+                holdout,
+                augment,
+                steps,
+                weight_decay,
+                seed,
+                input_size,
+                threads,
+                progress: true,
+            };
+            let report = bit_tools::finetune::finetune(&model, &data, &out, &options)?;
+            print!("{}", report.table());
+            println!("wrote {} ({:.1} MB)", out.display(), report.bytes as f64 / 1e6);
+            if let Some(int8) = int8 {
+                let q =
+                    bit_tools::quantize::QuantizeOptions { threads, progress: true, ..Default::default() };
+                let r = bit_tools::quantize::quantize_model_files(
+                    &out,
+                    &data,
+                    report.train_files.clone(),
+                    &int8,
+                    &q,
+                )?;
+                println!(
+                    "wrote {} ({:.1} MB, {} convolutions int8, calibrated on {} training images)",
+                    int8.display(),
+                    r.bytes as f64 / 1e6,
+                    r.convs,
+                    r.images
+                );
+            }
+            if let Some(path) = json_out {
+                bit_tools::onnx::write_atomically(&path, &serde_json::to_vec_pretty(&report)?)?;
                 println!("wrote {}", path.display());
             }
             Ok(())

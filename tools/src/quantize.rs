@@ -211,7 +211,7 @@ pub fn load_inputs(
     Ok(inputs)
 }
 
-fn progress_bar(show: bool, len: usize, msg: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(show: bool, len: usize, msg: &str) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
@@ -384,9 +384,23 @@ pub fn quantize_model(
     out: &Path,
     options: &QuantizeOptions,
 ) -> Result<QuantizeReport, ImportError> {
+    let files = list_images(calib_dir)?;
+    quantize_model_files(float_path, calib_dir, files, out, options)
+}
+
+/// [`quantize_model`] calibrating on the given files (`origin` names them in errors: the
+/// directory or data set they come from).
+pub fn quantize_model_files(
+    float_path: &Path,
+    origin: &Path,
+    files: Vec<PathBuf>,
+    out: &Path,
+    options: &QuantizeOptions,
+) -> Result<QuantizeReport, ImportError> {
     let proto = read_proto(float_path)?;
     let sites = conv_sites(float_path, &proto)?;
-    let CalibrationSet { size, files, inputs, .. } = calibration_set(float_path, &proto, calib_dir, options)?;
+    let CalibrationSet { size, files, inputs, .. } =
+        calibration_set(float_path, &proto, origin, files, options)?;
 
     // Quantization points: every conv input and output, each once.
     let mut names: Vec<String> = Vec::new();
@@ -426,20 +440,20 @@ pub fn calibration_inputs(
     calib_dir: &Path,
     options: &QuantizeOptions,
 ) -> Result<CalibrationSet, ImportError> {
-    calibration_set(float_path, &read_proto(float_path)?, calib_dir, options)
+    calibration_set(float_path, &read_proto(float_path)?, calib_dir, list_images(calib_dir)?, options)
 }
 
 fn calibration_set(
     float_path: &Path,
     proto: &pb::ModelProto,
     calib_dir: &Path,
+    mut files: Vec<PathBuf>,
     options: &QuantizeOptions,
 ) -> Result<CalibrationSet, ImportError> {
     let info = bit_runtime::ModelInfo::from_proto(float_path, proto).map_err(|e| {
         ImportError::Unsupported { path: float_path.to_owned(), key: String::new(), detail: e.to_string() }
     })?;
     let size = options.input_size.unwrap_or(info.preprocess.input_size);
-    let mut files = list_images(calib_dir)?;
     let calib_err =
         |detail: String| ImportError::Unsupported { path: calib_dir.to_owned(), key: String::new(), detail };
     if files.is_empty() {
