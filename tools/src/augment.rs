@@ -62,7 +62,11 @@ pub fn augment(
 
 /// A random crop of `min_area`..100% of the image's area with aspect 3:4 to 4:3, anywhere in
 /// the image (at least 8 pixels a side where the image has them).
-pub fn random_crop(img: &image::RgbImage, min_area: f64, rng: &mut rand_chacha::ChaCha8Rng) -> image::RgbImage {
+pub fn random_crop(
+    img: &image::RgbImage,
+    min_area: f64,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> image::RgbImage {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let area = rng.random_range(min_area..1.0) * w * h;
     let aspect: f64 = rng.random_range((3.0f64 / 4.0).ln()..(4.0f64 / 3.0).ln()).exp();
