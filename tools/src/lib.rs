@@ -10,6 +10,7 @@ mod error;
 pub mod eval;
 pub mod finetune;
 pub mod onnx;
+pub mod onnx_import;
 pub mod probe;
 pub mod quantize;
 pub mod synth;

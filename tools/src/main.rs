@@ -43,10 +43,12 @@ enum Command {
         #[arg(long, default_value = "npz")]
         layout: String,
     },
-    /// Read a checkpoint (official .npz, timm/transformers/bit_pytorch safetensors),
-    /// fold weight standardization and write a float ONNX model.
+    /// Read a checkpoint (official .npz, timm/transformers/bit_pytorch safetensors) or an
+    /// ONNX export of a fine-tuned model (.onnx), fold weight standardization and write a
+    /// float ONNX model.
     Import {
-        /// The checkpoint file (or a transformers directory with model.safetensors).
+        /// The checkpoint file, a transformers directory with model.safetensors, or an ONNX
+        /// export (.onnx).
         checkpoint: PathBuf,
         /// Output ONNX model.
         #[arg(short, long)]
@@ -339,6 +341,26 @@ fn run(cli: Cli) -> Result<()> {
             let overrides =
                 Overrides { input_size, mean, std, resize, crop_fraction, resample, channel_order };
             let options = ImportOptions { labels, contract, overrides };
+            if checkpoint.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+                let r = bit_tools::onnx_import::import_onnx(&checkpoint, &out, &options)
+                    .with_context(|| format!("importing {}", checkpoint.display()))?;
+                let ops = |m: &std::collections::BTreeMap<String, usize>| {
+                    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                };
+                println!(
+                    "wrote {}: ONNX export, {} classes, labels: {}; {} constant nodes folded (weight standardization), {} GroupNorms rewritten ({:.1} s)",
+                    out.display(),
+                    r.classes.map_or("?".into(), |c| c.to_string()),
+                    r.labels_source,
+                    r.folded,
+                    r.group_norms,
+                    start.elapsed().as_secs_f64()
+                );
+                println!("ops before: {}", ops(&r.ops_before));
+                println!("ops after:  {}", ops(&r.ops_after));
+                println!("preprocessing contract: {}", serde_json::to_string(&r.preprocess)?);
+                return Ok(());
+            }
             let report = bit_tools::import_checkpoint(&checkpoint, &out, &options)
                 .with_context(|| format!("importing {}", checkpoint.display()))?;
             println!(
