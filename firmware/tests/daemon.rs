@@ -222,3 +222,33 @@ fn check_config_exits_0_for_a_valid_file_and_1_listing_every_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 }
+
+#[test]
+fn a_device_that_is_not_a_camera_fails_with_status_2_and_a_missing_one_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // /dev/null opens but answers VIDIOC_QUERYCAP with ENOTTY: retrying cannot help.
+    let camera = "[camera]\ndevice = \"/dev/null\"\n";
+    let config = write_config(dir.path(), &config_text(camera, ""));
+    let out = daemon().arg("--config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/dev/null is not a V4L2 device"), "{stderr}");
+
+    // A device that does not exist (yet) is retried with backoff until stopped.
+    let missing = dir.path().join("video-missing");
+    let camera = format!("[camera]\ndevice = {:?}\nreconnect_max_ms = 300\n", missing.display().to_string());
+    let config = write_config(dir.path(), &config_text(&camera, ""));
+    let run = start({
+        let mut c = daemon();
+        c.arg("--config").arg(&config);
+        c
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    run.signal(libc::SIGTERM);
+    let (code, took, stderr) = run.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let retries = stderr.matches("retrying in").count();
+    assert!(retries >= 3, "backoff 250, 300, 300 ms...: {retries} retries in:\n{stderr}");
+    assert!(stderr.contains("retrying in 250 ms") && stderr.contains("retrying in 300 ms"), "{stderr}");
+}

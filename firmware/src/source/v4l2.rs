@@ -142,9 +142,13 @@ impl FrameSource for V4l2Source {
         let path = &self.config.device;
         let name = path.display();
         let device = Device::with_path(path).map_err(|e| OpenError::Unavailable(format!("{name}: {e}")))?;
-        let caps = device
-            .query_caps()
-            .map_err(|e| OpenError::Unavailable(format!("{name}: VIDIOC_QUERYCAP: {e}")))?;
+        let caps = device.query_caps().map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTTY) {
+                OpenError::Unusable(format!("{name} is not a V4L2 device (VIDIOC_QUERYCAP: {e})"))
+            } else {
+                OpenError::Unavailable(format!("{name}: VIDIOC_QUERYCAP: {e}"))
+            }
+        })?;
         if !caps.capabilities.contains(CapFlags::VIDEO_CAPTURE) {
             let why = if caps.capabilities.contains(CapFlags::VIDEO_CAPTURE_MPLANE) {
                 "is a multi-planar capture device (e.g. a Rockchip ISP); this daemon captures single-planar \
