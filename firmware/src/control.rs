@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -62,15 +62,9 @@ impl SignalThread {
 /// The control FIFO's reader thread.
 pub struct FifoThread {
     thread: Option<JoinHandle<()>>,
-    path: PathBuf,
 }
 
 impl FifoThread {
-    /// The FIFO.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Joins the thread (it ends within 200 ms of `stop`).
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
@@ -159,5 +153,5 @@ pub fn spawn_fifo(path: &Path, stop: Arc<AtomicBool>, latch: Arc<TriggerLatch>) 
         }
     })?;
     log::info!("control FIFO {}: write 'trigger' lines to classify", path.display());
-    Ok(FifoThread { thread: Some(thread), path: path.to_owned() })
+    Ok(FifoThread { thread: Some(thread) })
 }

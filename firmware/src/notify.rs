@@ -19,7 +19,6 @@ pub struct Notifier {
     watchdog: Option<Duration>,
     last_ping: Option<Duration>,
     ready: bool,
-    sent: u64,
 }
 
 impl Notifier {
@@ -30,22 +29,7 @@ impl Notifier {
         if enabled {
             log::info!("systemd notify socket set; watchdog {watchdog:?}");
         }
-        Notifier { enabled, watchdog, last_ping: None, ready: false, sent: 0 }
-    }
-
-    /// The watchdog interval systemd asked for.
-    pub fn watchdog(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
-    /// Whether `READY=1` was sent.
-    pub fn is_ready(&self) -> bool {
-        self.ready
-    }
-
-    /// Messages sent so far.
-    pub fn sent(&self) -> u64 {
-        self.sent
+        Notifier { enabled, watchdog, last_ping: None, ready: false }
     }
 
     fn send(&mut self, state: &[NotifyState]) {
@@ -53,7 +37,7 @@ impl Notifier {
             return;
         }
         match sd_notify::notify(state) {
-            Ok(()) => self.sent += 1,
+            Ok(()) => {}
             // systemd gone or the socket full: nothing to do but note it.
             Err(e) => log::debug!("sd_notify {state:?}: {e}"),
         }

@@ -212,11 +212,6 @@ impl FrameSaver {
         }
     }
 
-    /// Files kept, oldest first.
-    pub fn kept(&self) -> impl Iterator<Item = &Path> {
-        self.kept.iter().map(PathBuf::as_path)
-    }
-
     /// Saves `frame` as `<time>-<seq>-<label>.jpg` (MJPEG frames as they came, raw frames
     /// encoded at the configured quality).
     pub fn save(&mut self, frame: &Frame, time: SystemTime, seq: u64, label: &str) -> io::Result<PathBuf> {

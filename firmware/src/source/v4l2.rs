@@ -11,7 +11,6 @@
 //! here first (`poll` on the device), and `next()` is only called once a filled buffer is
 //! ready (it then does not block).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bit_runtime::{Frame, PixelFormat};
@@ -55,11 +54,6 @@ impl V4l2Source {
     pub fn new(config: &CameraConfig) -> V4l2Source {
         let limit = config.size.unwrap_or(DEFAULT_LIMIT);
         V4l2Source { config: config.clone(), open: None, limit }
-    }
-
-    /// The device path.
-    pub fn device(&self) -> &PathBuf {
-        &self.config.device
     }
 }
 
