@@ -193,6 +193,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
         let mut stale_skips = 0u32;
         let mut last_status = (start, 0u64);
         let mut last_frame_warning = Duration::ZERO;
+        let mut last_gpio_warning = None;
         let exit = loop {
             if self.stopping() {
                 break Exit::Stopped;
@@ -200,7 +201,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             let now = monotonic_now();
             for o in self.outputs.iter_mut() {
                 if o.tick(now).is_err() {
-                    log::warn!("GPIO output: write failed");
+                    gpio_failed(&mut last_gpio_warning, now);
                 }
             }
             if now.saturating_sub(last_status.0) >= self.status_interval {
@@ -310,7 +311,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                     }
                     for o in self.outputs.iter_mut() {
                         if o.update(done, &scores[..top.len()]).is_err() {
-                            log::warn!("GPIO output: write failed");
+                            gpio_failed(&mut last_gpio_warning, done);
                         }
                     }
                     let stats = classifier.stats();
@@ -379,5 +380,14 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
         let rate = self.counters.classified as f64 / now.saturating_sub(start).as_secs_f64().max(1e-9);
         log::info!("stopping: {}", self.status_line(classifier, rate));
         Ok(exit)
+    }
+}
+
+/// Logs a failed GPIO output write, at most every 10 s (the driver retries the write on every
+/// tick, 10 times a second).
+fn gpio_failed(last: &mut Option<Duration>, now: Duration) {
+    if last.is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(10)) {
+        *last = Some(now);
+        log::warn!("GPIO output: write failed (retried on every tick; logged at most every 10 s)");
     }
 }
