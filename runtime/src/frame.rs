@@ -213,6 +213,15 @@ pub fn raw_frame_kind(path: &std::path::Path) -> Option<(PixelFormat, u32, u32)>
     Some((format, w.parse().ok()?, h.parse().ok()?))
 }
 
+/// Whether `path` names something the frame readers take: an image file (png, jpg, jpeg,
+/// bmp, ppm) or a raw frame file (see [`raw_frame_kind`]).
+pub fn is_frame_file(path: &std::path::Path) -> bool {
+    raw_frame_kind(path).is_some()
+        || path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "ppm")
+        })
+}
+
 /// Refuses a frame larger than the buffers allocated at start-up.
 pub(crate) fn check_max(width: u32, height: u32, max_width: u32, max_height: u32) -> Result<(), FrameError> {
     if width > max_width || height > max_height {

@@ -158,12 +158,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let rd = std::fs::read_dir(dir).map_err(|source| ImportError::Io { path: dir.to_owned(), source })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            raw_frame_kind(p).is_some()
-                || p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "ppm")
-                })
-        })
+        .filter(|p| bit_runtime::frame::is_frame_file(p))
         .collect();
     files.sort();
     Ok(files)

@@ -6,7 +6,7 @@
 //! corrupt ones included. Frames are delivered on a fixed schedule (`fps`), whatever the
 //! consumer does, like a camera: a slow consumer sees later frames, not a backlog.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bit_runtime::{Frame, PixelFormat, raw_frame_kind};
@@ -37,14 +37,6 @@ pub struct ReplaySource {
     ended: bool,
 }
 
-/// Whether `path` is a file the replay plays.
-pub fn is_replayable(path: &Path) -> bool {
-    raw_frame_kind(path).is_some()
-        || path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-            matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "ppm")
-        })
-}
-
 impl ReplaySource {
     /// Lists and reads the files now (so that [`FrameSource::frame_limit`] is known); an
     /// unreadable image is skipped with a warning, no playable file at all is an error.
@@ -52,8 +44,10 @@ impl ReplaySource {
         let files: Vec<PathBuf> = if config.path.is_dir() {
             let rd = std::fs::read_dir(&config.path)
                 .map_err(|e| OpenError::Unavailable(format!("replay {}: {e}", config.path.display())))?;
-            let mut files: Vec<PathBuf> =
-                rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_replayable(p)).collect();
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| bit_runtime::frame::is_frame_file(p))
+                .collect();
             files.sort();
             files
         } else {
