@@ -13,11 +13,7 @@ fn replays_the_sample_photos_and_prints_one_json_line_each() {
     let replay =
         format!("[replay]\npath = {:?}\nfps = 50\nat_end = \"stop\"\n", samples().display().to_string());
     let config = write_config(dir.path(), &config_text(&replay, ""));
-    let run = start({
-        let mut c = daemon();
-        c.arg("--config").arg(&config);
-        c
-    });
+    let run = start_config(&config);
     let mut results = Vec::new();
     while let Some(v) = run.next_json(Duration::from_secs(60)) {
         results.push(v);
@@ -73,11 +69,7 @@ fn corrupt_frames_are_counted_and_skipped_not_fatal() {
     let replay =
         format!("[replay]\npath = {:?}\nfps = 100\nat_end = \"stop\"\n", frames.display().to_string());
     let config = write_config(dir.path(), &config_text(&replay, ""));
-    let run = start({
-        let mut c = daemon();
-        c.arg("--config").arg(&config);
-        c
-    });
+    let run = start_config(&config);
     let mut seqs = Vec::new();
     while let Some(v) = run.next_json(Duration::from_secs(60)) {
         seqs.push(v["frame_seq"].as_u64().unwrap());
@@ -101,11 +93,7 @@ fn triggered_mode_classifies_once_per_signal_and_fifo_line_and_saves_frames() {
         saved.display().to_string()
     );
     let config = write_config(dir.path(), &config_text(&replay, &extra));
-    let run = start({
-        let mut c = daemon();
-        c.arg("--config").arg(&config);
-        c
-    });
+    let run = start_config(&config);
     // The FIFO appears once the signal handlers are installed (SIGUSR1 before that would
     // kill the process, as it would any program).
     let t0 = std::time::Instant::now();
@@ -148,11 +136,7 @@ fn sigterm_during_continuous_inference_exits_cleanly_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let replay = format!("[replay]\npath = {:?}\nfps = 1000\n", samples().display().to_string());
     let config = write_config(dir.path(), &config_text(&replay, ""));
-    let run = start({
-        let mut c = daemon();
-        c.arg("--config").arg(&config);
-        c
-    });
+    let run = start_config(&config);
     for _ in 0..3 {
         run.next_json(Duration::from_secs(30)).expect("results flow");
     }
@@ -238,11 +222,7 @@ fn a_device_that_is_not_a_camera_fails_with_status_2_and_a_missing_one_is_retrie
     let missing = dir.path().join("video-missing");
     let camera = format!("[camera]\ndevice = {:?}\nreconnect_max_ms = 300\n", missing.display().to_string());
     let config = write_config(dir.path(), &config_text(&camera, ""));
-    let run = start({
-        let mut c = daemon();
-        c.arg("--config").arg(&config);
-        c
-    });
+    let run = start_config(&config);
     std::thread::sleep(Duration::from_millis(2500));
     run.signal(libc::SIGTERM);
     let (code, took, stderr) = run.wait(Duration::from_secs(10));

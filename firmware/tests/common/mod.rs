@@ -105,6 +105,13 @@ pub fn start(mut cmd: Command) -> Running {
     Running { child, lines, stderr }
 }
 
+/// Starts the daemon on `config` with stdout and stderr captured.
+pub fn start_config(config: &Path) -> Running {
+    let mut c = daemon();
+    c.arg("--config").arg(config);
+    start(c)
+}
+
 impl Running {
     /// The next stdout line as JSON, within `timeout`.
     pub fn next_json(&self, timeout: Duration) -> Option<serde_json::Value> {
