@@ -36,6 +36,29 @@ pub struct Config {
     pub control_fifo: Option<PathBuf>,
     /// Results and saved frames.
     pub output: OutputConfig,
+    /// Results to an MQTT broker, if configured.
+    pub mqtt: Option<MqttConfig>,
+    /// The status page, its JSON API and `/metrics`, if configured.
+    pub http: Option<HttpSection>,
+}
+
+pub use crate::mqtt::MqttConfig;
+
+/// `[http]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSection {
+    /// Address and port to listen on (`127.0.0.1:8080` by default: localhost only).
+    pub bind: std::net::SocketAddr,
+    /// Worker threads.
+    pub workers: usize,
+    /// Connections waiting for a worker, at most (beyond: 503).
+    pub max_queued: usize,
+    /// Preview frames per second for the page and `/snapshot.jpg`; 0: no preview.
+    pub preview_fps: f64,
+    /// JPEG quality of preview frames.
+    pub preview_quality: u8,
+    /// `/healthz` fails when no frame came for this long.
+    pub stale_after: Duration,
 }
 
 /// `[model]`.
@@ -234,6 +257,70 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     output: RawOutput,
+    mqtt: Option<RawMqtt>,
+    http: Option<RawHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    host: Option<String>,
+    #[serde(default = "mqtt_port")]
+    port: i64,
+    client_id: Option<String>,
+    device_id: Option<String>,
+    topic_prefix: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    qos: i64,
+    #[serde(default = "yes")]
+    results: bool,
+    #[serde(default = "thirty")]
+    keep_alive_s: i64,
+    #[serde(default)]
+    home_assistant: bool,
+    #[serde(default = "discovery_prefix")]
+    discovery_prefix: String,
+    #[serde(default = "hundred")]
+    queue: i64,
+}
+
+fn mqtt_port() -> i64 {
+    1883
+}
+fn discovery_prefix() -> String {
+    "homeassistant".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "http_bind")]
+    bind: String,
+    #[serde(default = "four")]
+    workers: i64,
+    #[serde(default = "sixteen")]
+    max_queued: i64,
+    #[serde(default = "two_f")]
+    preview_fps: f64,
+    #[serde(default = "seventy_five")]
+    preview_quality: i64,
+    #[serde(default = "ten")]
+    stale_after_s: i64,
+}
+
+fn http_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+fn sixteen() -> i64 {
+    16
+}
+fn two_f() -> f64 {
+    2.0
+}
+fn seventy_five() -> i64 {
+    75
 }
 
 #[derive(Debug, Deserialize)]
@@ -554,10 +641,12 @@ impl Config {
         }
         let control_fifo = raw.control.fifo.as_ref().map(|p| c.path(p));
         let output = output(&mut c, &raw.output);
+        let mqtt = raw.mqtt.as_ref().and_then(|m| mqtt(&mut c, m));
+        let http = raw.http.as_ref().and_then(|h| http(&mut c, h));
 
         match (model, source, mode, output) {
             (Some(model), Some(source), Some(mode), Some(output)) if c.problems.is_empty() => {
-                Ok(Config { model, source, roi, mode, gpio, control_fifo, output })
+                Ok(Config { model, source, roi, mode, gpio, control_fifo, output, mqtt, http })
             }
             _ => Err(c.problems),
         }
@@ -817,6 +906,101 @@ fn output(c: &mut Checker, o: &RawOutput) -> Option<OutputConfig> {
     })
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`), reduced to `[A-Za-z0-9_-]`.
+pub fn device_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    if id.is_empty() { "camera".into() } else { id }
+}
+
+/// A topic level or prefix: non-empty, no wildcards (`+`, `#`) and no NUL.
+fn topic_ok(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#', '\0'])
+}
+
+fn mqtt(c: &mut Checker, m: &RawMqtt) -> Option<MqttConfig> {
+    let host = match &m.host {
+        Some(h) if !h.trim().is_empty() => Some(h.trim().to_owned()),
+        _ => {
+            c.problem("mqtt.host", "missing: the broker's host name or address");
+            None
+        }
+    };
+    let port = c.int::<u16>("mqtt.port", m.port, 1..=65535);
+    let qos = c.int::<u8>("mqtt.qos", m.qos, 0..=1);
+    let keep_alive = c.int::<u64>("mqtt.keep_alive_s", m.keep_alive_s, 5..=3600);
+    let queue = c.int::<usize>("mqtt.queue", m.queue, 1..=100_000);
+    let device_id = m.device_id.clone().unwrap_or_else(device_id);
+    if !topic_ok(&device_id) || device_id.contains('/') {
+        c.problem("mqtt.device_id", format!("'{device_id}': must be one topic level without + # /"));
+    }
+    let topic_prefix = m.topic_prefix.clone().unwrap_or_else(|| format!("camera-classifier/{device_id}"));
+    if !topic_ok(&topic_prefix) {
+        c.problem("mqtt.topic_prefix", format!("'{topic_prefix}': empty or contains + or #"));
+    }
+    if m.home_assistant && !topic_ok(&m.discovery_prefix) {
+        c.problem("mqtt.discovery_prefix", format!("'{}': empty or contains + or #", m.discovery_prefix));
+    }
+    let password = match &m.password_file {
+        None => None,
+        Some(p) => {
+            let p = c.path(p);
+            match std::fs::read_to_string(&p) {
+                Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+                Err(e) => {
+                    c.problem("mqtt.password_file", format!("{}: {e}", p.display()));
+                    None
+                }
+            }
+        }
+    };
+    if m.password_file.is_some() && m.username.is_none() {
+        c.problem("mqtt.username", "missing: a password_file is given without a username");
+    }
+    Some(MqttConfig {
+        host: host?,
+        port: port?,
+        client_id: m.client_id.clone().unwrap_or_else(|| format!("camera-classifier-{device_id}")),
+        username: m.username.clone(),
+        password,
+        device_id,
+        topic_prefix,
+        qos: qos?,
+        results: m.results,
+        keep_alive: Duration::from_secs(keep_alive?),
+        home_assistant: m.home_assistant.then(|| m.discovery_prefix.clone()),
+        queue: queue?,
+    })
+}
+
+fn http(c: &mut Checker, h: &RawHttp) -> Option<HttpSection> {
+    let bind = match h.bind.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.problem("http.bind", format!("'{}' is not an address:port (e.g. 127.0.0.1:8080)", h.bind));
+            None
+        }
+    };
+    let workers = c.int("http.workers", h.workers, 1..=64);
+    let max_queued = c.int("http.max_queued", h.max_queued, 1..=1024);
+    let preview_fps =
+        if h.preview_fps == 0.0 { Some(0.0) } else { c.float("http.preview_fps", h.preview_fps, 0.0, 30.0) };
+    let quality = c.int("http.preview_quality", h.preview_quality, 1..=100);
+    let stale = c.int::<u64>("http.stale_after_s", h.stale_after_s, 1..=86_400);
+    Some(HttpSection {
+        bind: bind?,
+        workers: workers?,
+        max_queued: max_queued?,
+        preview_fps: preview_fps?,
+        preview_quality: quality?,
+        stale_after: Duration::from_secs(stale?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1021,5 +1205,96 @@ jpeg_quality = 0
         assert_eq!(c.mode, Mode::Interval(Duration::from_secs(5)));
         let p = problems(&d, &format!("{base}[mode]\nkind = \"triggered\"\nmax_fps = 4\n"));
         assert_eq!(p, [("mode.max_fps".to_string(), "not used with kind = \"triggered\"".to_string())]);
+    }
+
+    #[test]
+    fn mqtt_and_http_take_their_defaults_and_check_their_values() {
+        let d = dir_with_model();
+        let base = "[model]\npath = \"model.onnx\"\n[replay]\npath = \"frames\"\n";
+        let c =
+            parse(&d, &format!("{base}[mqtt]\nhost = \"broker\"\ndevice_id = \"door\"\n[http]\n")).unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!((m.host.as_str(), m.port, m.qos, m.results), ("broker", 1883, 0, true));
+        assert_eq!(
+            (m.topic_prefix.as_str(), m.client_id.as_str()),
+            ("camera-classifier/door", "camera-classifier-door")
+        );
+        assert_eq!((m.home_assistant, m.password), (None, None));
+        let h = c.http.unwrap();
+        assert_eq!(h.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((h.workers, h.max_queued, h.preview_fps, h.preview_quality), (4, 16, 2.0, 75));
+        assert!(parse(&d, base).unwrap().mqtt.is_none() && parse(&d, base).unwrap().http.is_none());
+
+        std::fs::write(d.path().join("pw"), "s3cret\n").unwrap();
+        let c = parse(
+            &d,
+            &format!("{base}[mqtt]\nhost = \"b\"\nusername = \"u\"\npassword_file = \"pw\"\nhome_assistant = true\n"),
+        )
+        .unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(
+            (m.password.as_deref(), m.home_assistant.as_deref()),
+            (Some("s3cret"), Some("homeassistant"))
+        );
+        assert!(!format!("{m:?}").contains("s3cret"), "the password is not logged");
+
+        let p = problems(
+            &d,
+            &format!(
+                "{base}[mqtt]\nport = 0\nqos = 2\ntopic_prefix = \"a/#\"\npassword_file = \"nope\"\n\
+                 [http]\nbind = \"localhost\"\npreview_fps = 100\nworkers = 0\n"
+            ),
+        );
+        let fields: Vec<&str> = p.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "mqtt.host",
+                "mqtt.port",
+                "mqtt.qos",
+                "mqtt.topic_prefix",
+                "mqtt.password_file",
+                "mqtt.username",
+                "http.bind",
+                "http.workers",
+                "http.preview_fps",
+            ],
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn the_example_config_parses_with_every_optional_table_enabled() {
+        let d = dir_with_model();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml"))
+                .unwrap();
+        // Uncomment the optional tables and their keys ("#key = value" and "#[table]").
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            let t = line.trim_start();
+            let is_key = t.strip_prefix('#').is_some_and(|r| {
+                r.starts_with('[') || r.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+            });
+            uncommented.push_str(if is_key { &t[1..] } else { line });
+            uncommented.push('\n');
+        }
+        std::fs::write(d.path().join("mqtt-password"), "pw\n").unwrap();
+        let uncommented = uncommented
+            .replace("/etc/camera-classifier/mqtt-password", "mqtt-password")
+            .replace("/var/lib/camera-classifier/frames", "frames");
+        match parse(&d, &uncommented) {
+            Ok(c) => assert!(c.mqtt.is_some() && c.http.is_some()),
+            // The example names a real camera and model path; only those may be missing.
+            Err(ConfigError::Invalid { problems, .. }) => {
+                for p in &problems {
+                    assert!(
+                        ["model.path", "model.labels", "gpio"].iter().any(|f| p.field.starts_with(f)),
+                        "{p:?}"
+                    );
+                }
+            }
+            Err(e) => panic!("{e}\n{uncommented}"),
+        }
     }
 }

@@ -21,10 +21,11 @@ use bit_runtime::{Classifier, ClassifyError, Stage};
 use embedded_hal::digital::OutputPin;
 
 use crate::config::Mode;
+use crate::feed::{Feed, ResultSlot};
 use crate::gpio::{OutputDriver, Pending, TriggerLatch};
 use crate::monotonic_now;
 use crate::notify::Notifier;
-use crate::output::{FrameSaver, JsonLines, ResultRecord};
+use crate::output::{FrameSaver, JsonLines};
 use crate::source::{FrameSource, OpenError, SourceError};
 
 /// Longest the loop waits for a frame before looking at its timers and stop flag.
@@ -104,6 +105,8 @@ pub struct Loop<'a, P: OutputPin, W: Write> {
     pub status_interval: Duration,
     /// The counters, updated as the loop runs.
     pub counters: Counters,
+    /// Hand-off to the integrations (MQTT, status page, metrics), if any.
+    pub feed: Option<&'a Feed>,
 }
 
 impl<P: OutputPin, W: Write> Loop<'_, P, W> {
@@ -137,6 +140,9 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             }
             match source.open(self.min_size) {
                 Ok(()) => {
+                    if let Some(f) = self.feed {
+                        f.telemetry.set_source_open(true);
+                    }
                     if attempts > 0 {
                         log::info!("{}: open again after {attempts} failed attempt(s)", source.describe());
                     }
@@ -158,6 +164,9 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
     /// Closes and reopens `source` after a failure or stall; false if stopped first.
     fn reopen<S: FrameSource>(&mut self, source: &mut S) -> Result<bool, DaemonError> {
         source.close();
+        if let Some(f) = self.feed {
+            f.telemetry.set_source_open(false);
+        }
         let opened = self.open(source)?;
         if opened {
             self.counters.reconnects += 1;
@@ -199,6 +208,9 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                 break Exit::Stopped;
             }
             let now = monotonic_now();
+            if let Some(f) = self.feed {
+                f.telemetry.store_counters(&self.counters);
+            }
             for o in self.outputs.iter_mut() {
                 if o.tick(now).is_err() {
                     gpio_failed(&mut last_gpio_warning, now);
@@ -258,6 +270,9 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             let got = monotonic_now();
             last_frame = got;
             self.counters.frames += 1;
+            if let Some(f) = self.feed {
+                f.telemetry.frame_arrived(got);
+            }
             self.notifier.ready();
             self.notifier.frame_handled(got);
 
@@ -317,25 +332,34 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                     let stats = classifier.stats();
                     let last = |s: Stage| stats.last(s).unwrap_or_default();
                     let labels = classifier.labels();
+                    let latency = [
+                        age,
+                        last(Stage::Preprocess),
+                        last(Stage::Inference),
+                        last(Stage::Postprocess),
+                        done.saturating_sub(captured.timestamp),
+                    ];
+                    let result = ResultSlot {
+                        time,
+                        seq,
+                        frame_seq: captured.sequence,
+                        trigger,
+                        format: frame.format,
+                        width: frame.width,
+                        height: frame.height,
+                        top: top.clone(),
+                        latency,
+                    };
                     if let Some(results) = self.results.as_deref_mut() {
-                        results.write(&ResultRecord {
-                            time,
-                            seq,
-                            frame_seq: captured.sequence,
-                            trigger,
-                            format: frame.format,
-                            width: frame.width,
-                            height: frame.height,
-                            top: &top,
-                            labels,
-                            latency: [
-                                age,
-                                last(Stage::Preprocess),
-                                last(Stage::Inference),
-                                last(Stage::Postprocess),
-                                done.saturating_sub(captured.timestamp),
-                            ],
-                        });
+                        results.write(&result.record(labels));
+                    }
+                    if let Some(f) = self.feed {
+                        f.telemetry.observe(&latency);
+                        f.push_result(result);
+                        if f.preview_due(done) {
+                            f.push_frame(&frame, seq, done);
+                        }
+                        f.telemetry.store_counters(&self.counters);
                     }
                     log::trace!("frame {} classified: {:?}", captured.sequence, top.first());
                     if triggered && let Some(saver) = self.saver.as_deref_mut() {
@@ -372,6 +396,10 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             }
         };
         self.notifier.stopping();
+        if let Some(f) = self.feed {
+            f.telemetry.store_counters(&self.counters);
+            f.telemetry.set_source_open(false);
+        }
         for o in self.outputs.iter_mut() {
             let _ = o.release();
         }

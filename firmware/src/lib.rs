@@ -12,16 +12,25 @@
 //! - [`notify`]: the systemd notify protocol (READY, WATCHDOG, STATUS, STOPPING).
 //! - [`output`]: JSON result lines and saved frames.
 //! - [`daemon`]: the frame loop.
+//! - [`feed`]: the loop's bounded, lock-free hand-off to the integrations.
+//! - [`integrations`]: the thread that consumes it: status page state, preview JPEGs, MQTT.
+//! - [`mqtt`]: results to an MQTT broker. [`http`]: the status page, JSON API and metrics.
+//! - [`telemetry`]: counters, latency histograms and board sensors for `/metrics`.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod feed;
 pub mod gpio;
+pub mod http;
+pub mod integrations;
+pub mod mqtt;
 pub mod negotiate;
 pub mod notify;
 pub mod output;
 pub mod source;
+pub mod telemetry;
 
 /// Now on `CLOCK_MONOTONIC`, the clock V4L2 buffer timestamps and the daemon's schedule use.
 pub fn monotonic_now() -> std::time::Duration {

@@ -6,18 +6,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bit_runtime::contract::ResizeMode;
 use bit_runtime::{Classifier, ClassifierConfig};
 use camera_classifier::config::{self, Config, SourceConfig};
 use camera_classifier::daemon::{DaemonError, Exit, Loop};
+use camera_classifier::feed::Feed;
 use camera_classifier::gpio::{self, OutputDriver, OutputRule, TriggerLatch};
+use camera_classifier::http::{HttpConfig, HttpServer};
+use camera_classifier::integrations::{Integrations, Status};
+use camera_classifier::mqtt::Mqtt;
 use camera_classifier::notify::Notifier;
 use camera_classifier::output::{FrameSaver, JsonLines};
 use camera_classifier::source::FrameSource;
 use camera_classifier::source::replay::ReplaySource;
 use camera_classifier::source::v4l2::{self, V4l2Source};
+use camera_classifier::telemetry::Telemetry;
 use camera_classifier::{control, negotiate};
 use clap::Parser;
 
@@ -38,6 +44,9 @@ struct Args {
     #[arg(long)]
     list_formats: bool,
 }
+
+/// Results the frame loop can queue for the integrations before the oldest is dropped.
+const RESULT_QUEUE: usize = 64;
 
 /// The consumer name GPIO lines are requested with (`gpioinfo` shows it).
 const CONSUMER: &str = "camera-classifier";
@@ -204,6 +213,46 @@ fn serve<S: FrameSource>(
         None
     };
 
+    // Integrations: a bounded hand-off from the loop to one thread that feeds the status page
+    // and MQTT. Both start before the first frame; a port in use is a startup error.
+    let model_name =
+        config.model.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let telemetry = Arc::new(Telemetry::new(&model_name, classifier.labels()));
+    let preview = config
+        .http
+        .as_ref()
+        .filter(|h| h.preview_fps > 0.0)
+        .map(|h| Duration::from_secs_f64(1.0 / h.preview_fps));
+    let feed = Arc::new(Feed::new(RESULT_QUEUE, preview, telemetry.clone()));
+    let mut http_server = None;
+    let status = match &config.http {
+        Some(h) => {
+            let status = Arc::new(Status::new(feed.clone(), h.stale_after));
+            let server_config =
+                HttpConfig { bind: h.bind, workers: h.workers, queue: h.max_queued, ..HttpConfig::default() };
+            let server = HttpServer::start(&server_config, status.clone()).context("http.bind")?;
+            status.set_http_stats(server.stats());
+            log::info!("status page on http://{}/", server.local_addr());
+            http_server = Some(server);
+            Some(status)
+        }
+        None => None,
+    };
+    let mqtt = match &config.mqtt {
+        Some(m) => {
+            log::info!("MQTT: publishing to {}:{} under {}/", m.host, m.port, m.topic_prefix);
+            Some(Mqtt::start(m, classifier.labels().into(), telemetry.clone()).context("starting MQTT")?)
+        }
+        None => None,
+    };
+    let integrations = (status.is_some() || mqtt.is_some())
+        .then(|| {
+            let quality = config.http.as_ref().map_or(75, |h| h.preview_quality);
+            Integrations::start(feed.clone(), status, mqtt, quality)
+        })
+        .transpose()
+        .context("starting the integrations thread")?;
+
     let mut frame_loop = Loop {
         mode: config.mode,
         stall_timeout,
@@ -217,6 +266,7 @@ fn serve<S: FrameSource>(
         saver: saver.as_mut(),
         status_interval: config.output.status_interval,
         counters: Default::default(),
+        feed: integrations.is_some().then_some(&*feed),
     };
     let result = frame_loop.run(&mut classifier, &mut source);
     let counters = frame_loop.counters;
@@ -228,6 +278,12 @@ fn serve<S: FrameSource>(
         f.join();
     }
     signals.close();
+    if let Some(i) = integrations {
+        i.shutdown();
+    }
+    if let Some(s) = http_server {
+        s.shutdown();
+    }
     log::info!("exit: {counters:?}");
     match result {
         Ok(Exit::Stopped | Exit::SourceEnded) => Ok(ExitCode::SUCCESS),

@@ -171,10 +171,40 @@ impl<W: Write> JsonLines<W> {
 pub struct FrameSaver {
     dir: PathBuf,
     max: usize,
-    quality: u8,
     kept: VecDeque<PathBuf>,
+    encoder: FrameJpeg,
+}
+
+/// Frames to JPEG: MJPEG frames as they came, raw frames converted to RGB and encoded. The
+/// buffers are reused, so once they have grown to the frame size an encoding allocates only
+/// inside the encoder.
+pub struct FrameJpeg {
+    quality: u8,
     rgb: Vec<u8>,
     jpeg: Vec<u8>,
+}
+
+impl FrameJpeg {
+    /// An encoder at `quality` (1..=100).
+    pub fn new(quality: u8) -> FrameJpeg {
+        FrameJpeg { quality: quality.clamp(1, 100), rgb: Vec::new(), jpeg: Vec::new() }
+    }
+
+    /// `frame` as JPEG bytes (borrowed from the frame for MJPEG, from the encoder otherwise).
+    pub fn encode<'b>(&'b mut self, frame: &Frame<'b>) -> io::Result<&'b [u8]> {
+        if frame.format == PixelFormat::Mjpeg {
+            return Ok(frame.data);
+        }
+        let (w, h) = (frame.width, frame.height);
+        self.rgb.resize(3 * w as usize * h as usize, 0);
+        bit_runtime::frame_to_rgb8(frame, &mut self.rgb)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.jpeg.clear();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut self.jpeg, self.quality)
+            .encode(&self.rgb, w, h, image::ExtendedColorType::Rgb8)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(&self.jpeg)
+    }
 }
 
 impl FrameSaver {
@@ -192,10 +222,8 @@ impl FrameSaver {
         let mut saver = FrameSaver {
             dir: dir.to_owned(),
             max: max.max(1),
-            quality,
             kept: existing.into(),
-            rgb: Vec::new(),
-            jpeg: Vec::new(),
+            encoder: FrameJpeg::new(quality),
         };
         saver.prune();
         Ok(saver)
@@ -226,20 +254,7 @@ impl FrameSaver {
             .take(40)
             .collect();
         let path = self.dir.join(format!("{stamp}-{seq:08}-{label}.jpg"));
-        let bytes: &[u8] = if frame.format == PixelFormat::Mjpeg {
-            frame.data
-        } else {
-            let (w, h) = (frame.width, frame.height);
-            self.rgb.resize(3 * w as usize * h as usize, 0);
-            bit_runtime::frame_to_rgb8(frame, &mut self.rgb)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            self.jpeg.clear();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut self.jpeg, self.quality)
-                .encode(&self.rgb, w, h, image::ExtendedColorType::Rgb8)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            &self.jpeg
-        };
-        write_atomically(&path, bytes)?;
+        write_atomically(&path, self.encoder.encode(frame)?)?;
         self.kept.push_back(path.clone());
         self.prune();
         Ok(path)

@@ -139,6 +139,7 @@ fn run(
         saver: None,
         status_interval: Duration::from_secs(60),
         counters: Counters::default(),
+        feed: None,
     };
     let exit = l.run(&mut classifier, source);
     let counters = l.counters;

@@ -2,8 +2,13 @@
 //! test run, configuration files, and running the `camera-classifier` binary.
 #![allow(dead_code)]
 
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::thread;
+
+use image::Rgb;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -73,11 +78,21 @@ pub fn daemon() -> Command {
     c
 }
 
-/// A running daemon whose stdout lines arrive on a channel.
+/// A running daemon whose stdout lines arrive on a channel. Dropping it (a test that fails
+/// before `wait`) kills the daemon, so no test leaves one running.
 pub struct Running {
     pub child: Child,
     pub lines: mpsc::Receiver<String>,
-    pub stderr: std::thread::JoinHandle<String>,
+    pub stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// Starts `cmd` with stdout and stderr captured.
@@ -102,7 +117,7 @@ pub fn start(mut cmd: Command) -> Running {
         }
         s
     });
-    Running { child, lines, stderr }
+    Running { child, lines, stderr: Some(stderr) }
 }
 
 /// Starts the daemon on `config` with stdout and stderr captured.
@@ -129,20 +144,70 @@ impl Running {
     /// stderr. Kills the child and panics on timeout.
     pub fn wait(mut self, timeout: Duration) -> (Option<i32>, Duration, String) {
         let start = Instant::now();
+        let stderr = self.stderr.take().expect("stderr is read once");
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let took = start.elapsed();
-                return (status.code(), took, self.stderr.join().unwrap());
+                return (status.code(), took, stderr.join().unwrap());
             }
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!(
                     "camera-classifier did not exit within {timeout:?}; stderr:\n{}",
-                    self.stderr.join().unwrap()
+                    stderr.join().unwrap()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+// ---- headless Chromium (Debian's `chromium`) ----
+
+pub fn chromium_path() -> Option<PathBuf> {
+    let path = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    path.is_file().then_some(path)
+}
+
+/// Runs headless Chromium on `url` with `mode` (`--screenshot=…` or `--dump-dom`), stdout to `stdout`.
+/// Kills its whole process group if it takes more than 60 s.
+pub fn run_chromium(chromium: &Path, work: &Path, run: &str, mode: &str, url: &str) -> Duration {
+    let profile = work.join(format!("profile-{run}"));
+    fs::create_dir_all(&profile).unwrap();
+    let stdout = File::create(work.join(format!("{run}.stdout"))).unwrap();
+    let stderr = File::create(work.join(format!("{run}.stderr"))).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--window-size=1000,800", "--virtual-time-budget=5000", mode, url])
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", chromium.display()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+            panic!("chromium ({run}) took more than 60 s; see {}", work.display());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let _ = fs::remove_dir_all(&profile);
+    assert!(status.success(), "chromium ({run}) failed with {status}; see {}", work.display());
+    started.elapsed()
+}
+
+/// Pixels matching `pred` and their mean x.
+pub fn count_pixels(shot: &image::RgbImage, pred: impl Fn(&Rgb<u8>) -> bool) -> (usize, f64) {
+    let xs: Vec<u32> = shot.enumerate_pixels().filter(|(_, _, p)| pred(p)).map(|(x, _, _)| x).collect();
+    let mean = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / xs.len().max(1) as f64;
+    (xs.len(), mean)
 }

@@ -1,0 +1,403 @@
+//! Results to an MQTT broker (rumqttc, MQTT 3.1.1 over TCP), off the frame loop.
+//!
+//! Topics, under `topic_prefix` (default `camera-classifier/<device_id>`):
+//!
+//! | topic | payload | QoS | retained |
+//! |---|---|---|---|
+//! | `<prefix>/availability` | `online`, or `offline` (also the last will) | 1 | yes |
+//! | `<prefix>/result` | the JSON result line, per classification (if `results`) | `qos` | no |
+//! | `<prefix>/label` | `{"label","class","score","seq","time"}` when the top-1 class changes | 1 | yes |
+//!
+//! With `home_assistant = true`, discovery configs for a label, a score and an inference
+//! latency sensor go to `<discovery_prefix>/sensor/<device_id>/<name>/config` (retained)
+//! on every connection.
+//!
+//! The client runs its own connection thread, which reconnects with backoff (1 s up to
+//! 30 s) whenever the broker goes away. On every connection it republishes availability,
+//! discovery and the current label (brokers without persistence forget retained messages
+//! when they restart). Publishing never blocks: a full request queue (the broker has been
+//! away for a while) drops the message and counts it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+
+use crate::feed::ResultSlot;
+
+/// `[mqtt]`, validated.
+#[derive(Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client identifier (unique per broker).
+    pub client_id: String,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Password (read from `password_file`).
+    pub password: Option<String>,
+    /// Device identifier in topics and discovery.
+    pub device_id: String,
+    /// Topic prefix.
+    pub topic_prefix: String,
+    /// QoS of result messages (0 or 1).
+    pub qos: u8,
+    /// Publish every result, not only label changes.
+    pub results: bool,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Home Assistant discovery prefix, if discovery is on.
+    pub home_assistant: Option<String>,
+    /// Messages queued while the broker is away, at most (beyond: dropped and counted).
+    pub queue: usize,
+}
+
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("topic_prefix", &self.topic_prefix)
+            .field("qos", &self.qos)
+            .field("results", &self.results)
+            .field("home_assistant", &self.home_assistant)
+            .finish()
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct MqttStats {
+    /// Messages handed to the client.
+    pub published: AtomicU64,
+    /// Messages dropped because the client's queue was full.
+    pub dropped: AtomicU64,
+    /// Connections made (the first one included).
+    pub connections: AtomicU64,
+    /// Connection errors.
+    pub errors: AtomicU64,
+    /// 1 while connected.
+    pub connected: AtomicBool,
+    /// Whether MQTT is configured at all (metrics are written only then).
+    pub enabled: AtomicBool,
+}
+
+impl MqttStats {
+    /// Appends the MQTT metrics (nothing if MQTT is off).
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let p = "camera_classifier_mqtt";
+        let mut c = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} {kind}\n{p}_{name} {v}");
+        };
+        c(
+            "published_total",
+            "counter",
+            "Messages handed to the MQTT client.",
+            self.published.load(Ordering::Relaxed),
+        );
+        c(
+            "dropped_total",
+            "counter",
+            "Messages dropped: the client's queue was full.",
+            self.dropped.load(Ordering::Relaxed),
+        );
+        c(
+            "connections_total",
+            "counter",
+            "Connections to the broker.",
+            self.connections.load(Ordering::Relaxed),
+        );
+        c("errors_total", "counter", "Connection errors.", self.errors.load(Ordering::Relaxed));
+        c(
+            "connected",
+            "gauge",
+            "1 while connected to the broker.",
+            u64::from(self.connected.load(Ordering::Relaxed)),
+        );
+    }
+}
+
+/// The topics, computed once.
+struct Topics {
+    availability: String,
+    result: String,
+    label: String,
+}
+
+/// State the connection thread republishes on every connection.
+struct Shared {
+    stop: AtomicBool,
+    last_label: Mutex<Option<Vec<u8>>>,
+}
+
+/// The publisher: owned by the integrations thread.
+pub struct Mqtt {
+    client: Client,
+    topics: Arc<Topics>,
+    shared: Arc<Shared>,
+    stats: Arc<crate::telemetry::Telemetry>,
+    labels: Arc<[String]>,
+    qos: QoS,
+    results: bool,
+    last_class: Option<usize>,
+    buf: Vec<u8>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn qos(q: u8) -> QoS {
+    if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
+}
+
+impl Mqtt {
+    /// Starts the client and its connection thread (which connects in the background: a
+    /// broker that is down at start is retried like one that went away).
+    pub fn start(
+        config: &MqttConfig,
+        labels: Arc<[String]>,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> std::io::Result<Mqtt> {
+        let p = config.topic_prefix.trim_end_matches('/');
+        let topics = Arc::new(Topics {
+            availability: format!("{p}/availability"),
+            result: format!("{p}/result"),
+            label: format!("{p}/label"),
+        });
+        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+        options.set_keep_alive(config.keep_alive);
+        options.set_clean_session(true);
+        options.set_last_will(LastWill::new(&topics.availability, "offline", QoS::AtLeastOnce, true));
+        if let Some(user) = &config.username {
+            options.set_credentials(user, config.password.as_deref().unwrap_or(""));
+        }
+        let (client, connection) = Client::new(options, config.queue.max(8));
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), last_label: Mutex::new(None) });
+        telemetry.mqtt.enabled.store(true, Ordering::Relaxed);
+        let discovery = config.home_assistant.as_ref().map(|prefix| discovery(config, prefix, &topics));
+        let thread = {
+            let (client, topics, shared, telemetry) =
+                (client.clone(), topics.clone(), shared.clone(), telemetry.clone());
+            let broker = format!("{}:{}", config.host, config.port);
+            std::thread::Builder::new().name("mqtt".into()).spawn(move || {
+                connection_loop(connection, &client, &topics, &shared, &telemetry, &broker, discovery)
+            })?
+        };
+        Ok(Mqtt {
+            client,
+            topics,
+            shared,
+            stats: telemetry,
+            labels,
+            qos: qos(config.qos),
+            results: config.results,
+            last_class: None,
+            buf: Vec::with_capacity(1024),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>) {
+        send(&self.client, &self.stats, topic, qos, retain, payload);
+    }
+
+    /// Publishes a result (if results are on) and, when the top-1 class changed, the label.
+    pub fn publish(&mut self, r: &ResultSlot) {
+        if self.results {
+            self.buf.clear();
+            let record = r.record(&self.labels);
+            if serde_json::to_writer(&mut self.buf, &record).is_ok() {
+                self.send(&self.topics.result, self.qos, false, self.buf.clone());
+            }
+        }
+        let Some(best) = r.top.first() else { return };
+        if self.last_class == Some(best.class) {
+            return;
+        }
+        self.last_class = Some(best.class);
+        let payload = serde_json::json!({
+            "label": self.labels.get(best.class).map_or("?", String::as_str),
+            "class": best.class,
+            "score": (best.score as f64 * 1e4).round() / 1e4,
+            "seq": r.seq,
+            "time": humantime::format_rfc3339_millis(r.time).to_string(),
+        })
+        .to_string()
+        .into_bytes();
+        if let Ok(mut last) = self.shared.last_label.lock() {
+            *last = Some(payload.clone());
+        }
+        self.send(&self.topics.label, QoS::AtLeastOnce, true, payload);
+    }
+
+    /// Publishes `offline` (retained), disconnects and joins the connection thread, waiting
+    /// at most `wait` for the broker to take the last messages.
+    pub fn shutdown(mut self, wait: Duration) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if self.stats.mqtt.connected.load(Ordering::Relaxed) {
+            self.send(&self.topics.availability, QoS::AtLeastOnce, true, b"offline".to_vec());
+        }
+        let _ = self.client.try_disconnect();
+        let deadline = Instant::now() + wait;
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!("MQTT: the connection thread did not finish within {wait:?}; leaving it");
+            }
+        }
+    }
+}
+
+fn send(
+    client: &Client,
+    t: &crate::telemetry::Telemetry,
+    topic: &str,
+    qos: QoS,
+    retain: bool,
+    payload: Vec<u8>,
+) {
+    match client.try_publish(topic, qos, retain, payload) {
+        Ok(()) => t.mqtt.published.fetch_add(1, Ordering::Relaxed),
+        Err(_) => t.mqtt.dropped.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// Home Assistant discovery: (topic, payload) per sensor.
+fn discovery(config: &MqttConfig, prefix: &str, topics: &Topics) -> Vec<(String, Vec<u8>)> {
+    let id = &config.device_id;
+    let device = serde_json::json!({
+        "identifiers": [format!("camera-classifier-{id}")],
+        "name": format!("camera-classifier {id}"),
+        "model": "camera-classifier (BiT-S-R50x1)",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let sensor = |name: &str, title: &str, state: &str, template: &str, unit: Option<&str>| {
+        let mut v = serde_json::json!({
+            "name": title,
+            "unique_id": format!("camera-classifier-{id}-{name}"),
+            "object_id": format!("camera_classifier_{id}_{name}"),
+            "state_topic": state,
+            "value_template": template,
+            "availability_topic": topics.availability,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": device,
+        });
+        if let Some(u) = unit {
+            v["unit_of_measurement"] = u.into();
+            v["state_class"] = "measurement".into();
+        }
+        if name == "label" {
+            v["json_attributes_topic"] = topics.label.clone().into();
+        }
+        (format!("{}/sensor/{id}/{name}/config", prefix.trim_end_matches('/')), v.to_string().into_bytes())
+    };
+    let mut out = vec![
+        sensor("label", "Label", &topics.label, "{{ value_json.label }}", None),
+        sensor("score", "Score", &topics.label, "{{ value_json.score }}", None),
+    ];
+    if config.results {
+        out.push(sensor(
+            "inference",
+            "Inference latency",
+            &topics.result,
+            "{{ value_json.latency_ms.inference }}",
+            Some("ms"),
+        ));
+    }
+    out
+}
+
+fn connection_loop(
+    mut connection: Connection,
+    client: &Client,
+    topics: &Topics,
+    shared: &Shared,
+    t: &crate::telemetry::Telemetry,
+    broker: &str,
+    discovery: Option<Vec<(String, Vec<u8>)>>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut outage_logged = false;
+    loop {
+        let event = match connection.recv() {
+            Err(_) => return, // every client handle is gone
+            Ok(e) => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                t.mqtt.connected.store(true, Ordering::Relaxed);
+                let n = t.mqtt.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == 1 {
+                    log::info!("MQTT: connected to {broker}");
+                } else {
+                    log::info!("MQTT: connected to {broker} again (connection {n})");
+                }
+                backoff = Duration::from_secs(1);
+                outage_logged = false;
+                send(client, t, &topics.availability, QoS::AtLeastOnce, true, b"online".to_vec());
+                for (topic, payload) in discovery.iter().flatten() {
+                    send(client, t, topic, QoS::AtLeastOnce, true, payload.clone());
+                }
+                let last = shared.last_label.lock().ok().and_then(|l| l.clone());
+                if let Some(label) = last {
+                    send(client, t, &topics.label, QoS::AtLeastOnce, true, label);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                t.mqtt.connected.store(false, Ordering::Relaxed);
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                t.mqtt.connected.store(false, Ordering::Relaxed);
+                t.mqtt.errors.fetch_add(1, Ordering::Relaxed);
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let what = describe(&e);
+                if outage_logged {
+                    log::debug!("MQTT: {broker}: {what}; retrying in {} s", backoff.as_secs());
+                } else {
+                    log::warn!(
+                        "MQTT: {broker}: {what}; retrying in {} s (further failures at debug level)",
+                        backoff.as_secs()
+                    );
+                    outage_logged = true;
+                }
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!("connection refused by the broker ({code:?})"),
+        ConnectionError::Io(io) => format!("{io}"),
+        other => format!("{other}"),
+    }
+}
