@@ -214,4 +214,14 @@ fn systemd_analyze_verify_accepts_the_unit() {
     ] {
         assert!(text.lines().any(|l| l.starts_with(key)), "{key} missing from the unit");
     }
+    // The sandbox must let the daemon reach its notify socket (AF_UNIX), an MQTT broker and
+    // its status page's clients (AF_INET, AF_INET6).
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestrictAddressFamilies="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for family in ["AF_UNIX", "AF_INET", "AF_INET6"] {
+        assert!(families.contains(&family), "RestrictAddressFamilies= lacks {family}: {families:?}");
+    }
 }
