@@ -15,8 +15,11 @@
 //! The client runs its own connection thread, which reconnects with backoff (1 s up to
 //! 30 s) whenever the broker goes away. On every connection it republishes availability,
 //! discovery and the current label (brokers without persistence forget retained messages
-//! when they restart). Publishing never blocks: a full request queue (the broker has been
-//! away for a while) drops the message and counts it.
+//! when they restart). While the broker is away nothing is queued: results are counted as
+//! skipped (stale results replayed after an outage would only mislead, and a backlog would
+//! push the reconnection's availability message out of the client's bounded queue), and the
+//! label is kept to be republished. Publishing never blocks: a full request queue drops the
+//! message and counts it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,7 +56,7 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Home Assistant discovery prefix, if discovery is on.
     pub home_assistant: Option<String>,
-    /// Messages queued while the broker is away, at most (beyond: dropped and counted).
+    /// Capacity of the client's request queue (beyond: dropped and counted).
     pub queue: usize,
 }
 
@@ -80,6 +83,8 @@ pub struct MqttStats {
     pub published: AtomicU64,
     /// Messages dropped because the client's queue was full.
     pub dropped: AtomicU64,
+    /// Results not sent because the broker was unreachable.
+    pub skipped: AtomicU64,
     /// Connections made (the first one included).
     pub connections: AtomicU64,
     /// Connection errors.
@@ -112,6 +117,12 @@ impl MqttStats {
             "counter",
             "Messages dropped: the client's queue was full.",
             self.dropped.load(Ordering::Relaxed),
+        );
+        c(
+            "skipped_total",
+            "counter",
+            "Results not sent while the broker was unreachable.",
+            self.skipped.load(Ordering::Relaxed),
         );
         c(
             "connections_total",
@@ -211,9 +222,14 @@ impl Mqtt {
         send(&self.client, &self.stats, topic, qos, retain, payload);
     }
 
-    /// Publishes a result (if results are on) and, when the top-1 class changed, the label.
+    /// Publishes a result (if results are on) and, when the top-1 class changed, the label;
+    /// while the broker is unreachable, only remembers the label (republished on connection).
     pub fn publish(&mut self, r: &ResultSlot) {
-        if self.results {
+        let connected = self.stats.mqtt.connected.load(Ordering::Relaxed);
+        if self.results && !connected {
+            self.stats.mqtt.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.results && connected {
             self.buf.clear();
             let record = r.record(&self.labels);
             if serde_json::to_writer(&mut self.buf, &record).is_ok() {
@@ -237,7 +253,9 @@ impl Mqtt {
         if let Ok(mut last) = self.shared.last_label.lock() {
             *last = Some(payload.clone());
         }
-        self.send(&self.topics.label, QoS::AtLeastOnce, true, payload);
+        if connected {
+            self.send(&self.topics.label, QoS::AtLeastOnce, true, payload);
+        }
     }
 
     /// Publishes `offline` (retained), disconnects and joins the connection thread, waiting

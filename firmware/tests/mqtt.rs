@@ -144,12 +144,12 @@ impl Drop for Subscriber {
     }
 }
 
-fn config(dir: &Path, port: u16, fps: u32) -> PathBuf {
+fn config(dir: &Path, port: u16, fps: u32, http_port: u16) -> PathBuf {
     let replay =
         format!("[replay]\npath = {:?}\nfps = {fps}\nat_end = \"loop\"\n", samples().display().to_string());
     let mqtt = format!(
         "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ndevice_id = \"bench1\"\nhome_assistant = true\n\
-         keep_alive_s = 5\n[output]\nstatus_interval_s = 1\n"
+         keep_alive_s = 5\n[output]\nstatus_interval_s = 1\n[http]\nbind = \"127.0.0.1:{http_port}\"\n"
     );
     write_config(dir, &config_text(&replay, &mqtt))
 }
@@ -172,7 +172,8 @@ fn publishes_results_labels_and_availability_and_survives_a_broker_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let fps = 20;
-    let config = config(dir.path(), port, fps);
+    let http_port = free_port();
+    let config = config(dir.path(), port, fps, http_port);
 
     // The daemon first: no broker yet. It classifies regardless.
     let run = start_config(&config);
@@ -221,11 +222,13 @@ fn publishes_results_labels_and_availability_and_survives_a_broker_restart() {
     let results = sub.since(t0).iter().filter(|m| m.topic == format!("{p}/result")).count();
     let with_broker = count_lines(&run, Instant::now() + Duration::from_secs(2));
 
-    // The broker dies; the frame loop goes on at the same pace.
+    // The broker dies; the frame loop goes on at the same pace. (Every "since" instant is
+    // taken before the action whose messages it waits for: a loaded machine may deliver
+    // them before this thread runs again.)
     broker.kill();
+    let t1 = Instant::now();
     let down = count_lines(&run, Instant::now() + Duration::from_secs(3));
     let broker = Broker::start(&bin, dir.path(), port);
-    let t1 = Instant::now();
     // A new broker knows nothing: availability, discovery and the label come back because
     // the daemon republishes them on reconnection (retained).
     sub.wait_for(t1, "availability online after restart", |m| {
@@ -235,8 +238,24 @@ fn publishes_results_labels_and_availability_and_survives_a_broker_restart() {
     sub.wait_for(t1, "the label after restart", |m| m.topic == format!("{p}/label"));
     sub.wait_for(t1, "discovery after restart", |m| m.topic == "homeassistant/sensor/bench1/label/config");
 
-    run.signal(libc::SIGTERM);
+    // The MQTT metrics tell the story: results skipped while the broker was away (before it
+    // started, and during the restart), two connections, connected now.
+    let metrics = String::from_utf8(get(http_port, "/metrics").2).unwrap();
+    let metric = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}:\n{metrics}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert_eq!(metric("camera_classifier_mqtt_connected"), 1.0);
+    assert_eq!(metric("camera_classifier_mqtt_connections_total"), 2.0);
+    assert!(metric("camera_classifier_mqtt_skipped_total") >= 0.8 * 5.0 * fps as f64, "{metrics}");
+    assert!(metric("camera_classifier_mqtt_published_total") >= results as f64);
+    assert_eq!(metric("camera_classifier_mqtt_dropped_total"), 0.0);
+
     let t2 = Instant::now();
+    run.signal(libc::SIGTERM);
     let offline = sub.wait_for(t2, "offline on stop", |m| {
         m.topic == format!("{p}/availability") && m.payload == "offline"
     });
@@ -268,12 +287,12 @@ fn a_killed_daemon_is_reported_offline_by_its_last_will() {
     let _broker = Broker::start(&bin, dir.path(), port);
     let sub = Subscriber::start(port);
     let t0 = Instant::now();
-    let mut run = start_config(&config(dir.path(), port, 10));
+    let mut run = start_config(&config(dir.path(), port, 10, free_port()));
     let p = "camera-classifier/bench1";
     sub.wait_for(t0, "online", |m| m.topic == format!("{p}/availability") && m.payload == "online");
+    let t1 = Instant::now();
     run.child.kill().unwrap();
     run.child.wait().unwrap();
-    let t1 = Instant::now();
     // The broker sends the will when the TCP connection drops (a kill closes the socket).
     let will = sub
         .wait_for(t1, "the last will", |m| m.topic == format!("{p}/availability") && m.payload == "offline");

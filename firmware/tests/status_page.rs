@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,27 +15,6 @@ use common::*;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// GET `path`: status code, headers (lower-case names) and body.
-fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
-    try_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
-
-fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    // A busy server may answer 503 and close before the request is written: read anyway.
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no complete head in {} bytes", raw.len())))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
-    let code = head[9..12].parse().map_err(std::io::Error::other)?;
-    Ok((code, head, raw[split + 4..].to_vec()))
 }
 
 /// A 160x120 picture, left half red and right half blue, as the only replayed frame.

@@ -163,6 +163,29 @@ impl Running {
     }
 }
 
+// ---- HTTP ----
+
+/// GET `path`: status code, headers (lower-case names) and body.
+pub fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    try_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+pub fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // A busy server may answer 503 and close before the request is written: read anyway.
+    let _ = std::io::Write::write_fmt(&mut s, format_args!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no complete head in {} bytes", raw.len())))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let code = head[9..12].parse().map_err(std::io::Error::other)?;
+    Ok((code, head, raw[split + 4..].to_vec()))
+}
+
 // ---- headless Chromium (Debian's `chromium`) ----
 
 pub fn chromium_path() -> Option<PathBuf> {
