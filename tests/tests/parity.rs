@@ -27,8 +27,27 @@ const FLOAT_TOL: f32 = 1e-4;
 /// step moves a logit by about one activation step times a weight).
 const INT8_TOL: f32 = 1e-2;
 
+/// The matrix-multiplication kernels tract chose for `m` (their names say the ISA and tile).
+fn kernels(m: &Model) -> Vec<String> {
+    let mut names: Vec<String> = m
+        .plan()
+        .model()
+        .nodes()
+        .iter()
+        .filter(|n| n.op().name() == "OptMatMul")
+        .flat_map(|n| n.op().info().unwrap_or_default())
+        .filter_map(|info| Some(info.split_once("with [")?.1.trim_end_matches(']').to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Classifications of the sample photos (`top5`, `logits` per file name) and the kernels.
 fn classify(model: &Path) -> serde_json::Value {
     let mut m = Model::load(model, &LoadOptions::default()).unwrap();
+    let kernels = kernels(&m);
+    println!("{}: kernels {kernels:?}", model.display());
     let mut results = serde_json::Map::new();
     for path in sample_images() {
         let (top, logits) = m.classify_image(&load_image(&path).unwrap(), 5).unwrap();
@@ -39,7 +58,7 @@ fn classify(model: &Path) -> serde_json::Value {
         );
     }
     assert_eq!(results.len(), 10, "all ten sample images classified");
-    serde_json::Value::Object(results)
+    serde_json::json!({"kernels": kernels, "photos": results})
 }
 
 /// Same top-5 everywhere and the largest logit difference.
@@ -48,8 +67,8 @@ fn compare(kind: &str, ours: &serde_json::Value, theirs: &serde_json::Value, tol
         v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
     };
     let mut worst = 0f32;
-    for (name, o) in ours.as_object().unwrap() {
-        let t = &theirs[name];
+    for (name, o) in ours["photos"].as_object().unwrap() {
+        let t = &theirs["photos"][name];
         assert_eq!(o["top5"], t["top5"], "{kind} {name}: top-5 differs from the reference machine");
         let diff = max_abs_diff(&floats(&o["logits"]), &floats(&t["logits"]));
         assert!(diff <= tol, "{kind} {name}: logits differ by {diff} (tolerance {tol})");
