@@ -1283,6 +1283,9 @@ jpeg_quality = 0
         let uncommented = uncommented
             .replace("/etc/camera-classifier/mqtt-password", "mqtt-password")
             .replace("/var/lib/camera-classifier/frames", "frames");
+        for table in ["[mqtt]", "[http]"] {
+            assert!(uncommented.lines().any(|l| l == table), "{table} was not uncommented");
+        }
         match parse(&d, &uncommented) {
             Ok(c) => assert!(c.mqtt.is_some() && c.http.is_some()),
             // The example names a real camera and model path; only those may be missing.

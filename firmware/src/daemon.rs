@@ -347,24 +347,19 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                         format: frame.format,
                         width: frame.width,
                         height: frame.height,
-                        top: top.clone(),
+                        top,
                         latency,
                     };
                     if let Some(results) = self.results.as_deref_mut() {
                         results.write(&result.record(labels));
                     }
-                    if let Some(f) = self.feed {
-                        f.telemetry.observe(&latency);
-                        f.push_result(result);
-                        if f.preview_due(done) {
-                            f.push_frame(&frame, seq, done);
-                        }
-                        f.telemetry.store_counters(&self.counters);
-                    }
-                    log::trace!("frame {} classified: {:?}", captured.sequence, top.first());
+                    log::trace!("frame {} classified: {:?}", captured.sequence, result.top.first());
                     if triggered && let Some(saver) = self.saver.as_deref_mut() {
-                        let label =
-                            top.first().and_then(|p| labels.get(p.class)).map_or("unknown", String::as_str);
+                        let label = result
+                            .top
+                            .first()
+                            .and_then(|p| labels.get(p.class))
+                            .map_or("unknown", String::as_str);
                         match saver.save(&frame, time, seq, label) {
                             Ok(path) => {
                                 self.counters.saved += 1;
@@ -372,6 +367,14 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                             }
                             Err(e) => log::warn!("saving frame {seq}: {e}"),
                         }
+                    }
+                    // Counters reach the telemetry at the top of the next iteration.
+                    if let Some(f) = self.feed {
+                        f.telemetry.observe(&latency);
+                        if f.preview_due(done) {
+                            f.push_frame(&frame, seq, done);
+                        }
+                        f.push_result(result);
                     }
                 }
                 Err(ClassifyError::Frame(e)) => {

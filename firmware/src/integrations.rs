@@ -16,7 +16,7 @@ use crate::feed::{Feed, ResultSlot};
 use crate::http::{HttpStats, StatusView};
 use crate::monotonic_now;
 use crate::mqtt::Mqtt;
-use crate::output::FrameJpeg;
+use crate::output::{FrameJpeg, ms};
 use crate::telemetry::Telemetry;
 
 /// Latencies kept for the page's chart.
@@ -37,10 +37,6 @@ pub struct Status {
     latest: Mutex<Latest>,
     stale_after: Duration,
     http: OnceLock<Arc<HttpStats>>,
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 impl Status {
@@ -95,7 +91,8 @@ impl Status {
             _ => 0.0,
         };
         let mut v = serde_json::json!({
-            "seq": null, "time": null, "trigger": null, "frame": null, "top": [], "latency_ms": null,
+            "seq": null, "frame_seq": null, "time": null, "trigger": null, "frame": null, "top": [],
+            "latency_ms": null,
             "snapshot_seq": l.snapshot.as_ref().map(|s| s.0),
             "history": l.history.iter().map(|h| serde_json::json!({"seq": h.0, "inference": h.2, "total": h.3})).collect::<Vec<_>>(),
             "counters": {
@@ -107,30 +104,10 @@ impl Status {
             "uptime_s": (self.telemetry.uptime(now).as_secs_f64() * 10.0).round() / 10.0,
         });
         if let Some(r) = &l.result {
-            let code = r.format.fourcc();
-            v["seq"] = r.seq.into();
-            v["time"] = humantime::format_rfc3339_millis(r.time).to_string().into();
-            v["trigger"] = r.trigger.into();
-            v["frame"] = serde_json::json!({
-                "format": std::str::from_utf8(&code).unwrap_or("????"),
-                "width": r.width, "height": r.height, "seq": r.frame_seq,
-            });
-            v["top"] = r
-                .top
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "label": labels.get(p.class).map_or("?", String::as_str),
-                        "class": p.class,
-                        "score": (p.score as f64 * 1e4).round() / 1e4,
-                    })
-                })
-                .collect();
-            let mut lat = serde_json::Map::new();
-            for (name, d) in crate::telemetry::STAGES.iter().zip(r.latency) {
-                lat.insert((*name).into(), ms(d).into());
+            // The same record as the JSON lines and MQTT results.
+            if let Ok(serde_json::Value::Object(record)) = serde_json::to_value(r.record(labels)) {
+                v.as_object_mut().expect("an object").extend(record);
             }
-            v["latency_ms"] = lat.into();
         }
         v
     }

@@ -241,7 +241,7 @@ fn serve<S: FrameSource>(
     let mqtt = match &config.mqtt {
         Some(m) => {
             log::info!("MQTT: publishing to {}:{} under {}/", m.host, m.port, m.topic_prefix);
-            Some(Mqtt::start(m, classifier.labels().into(), telemetry.clone()).context("starting MQTT")?)
+            Some(Mqtt::start(m, telemetry.clone()).context("starting MQTT")?)
         }
         None => None,
     };

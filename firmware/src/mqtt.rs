@@ -98,45 +98,28 @@ pub struct MqttStats {
 impl MqttStats {
     /// Appends the MQTT metrics (nothing if MQTT is off).
     pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+        use crate::telemetry::{counter, gauge};
         if !self.enabled.load(Ordering::Relaxed) {
             return;
         }
-        let p = "camera_classifier_mqtt";
-        let mut c = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} {kind}\n{p}_{name} {v}");
-        };
-        c(
-            "published_total",
-            "counter",
-            "Messages handed to the MQTT client.",
-            self.published.load(Ordering::Relaxed),
-        );
-        c(
-            "dropped_total",
-            "counter",
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(out, "mqtt_published_total", "Messages handed to the MQTT client.", n(&self.published));
+        counter(
+            out,
+            "mqtt_dropped_total",
             "Messages dropped: the client's queue was full.",
-            self.dropped.load(Ordering::Relaxed),
+            n(&self.dropped),
         );
-        c(
-            "skipped_total",
-            "counter",
+        counter(
+            out,
+            "mqtt_skipped_total",
             "Results not sent while the broker was unreachable.",
-            self.skipped.load(Ordering::Relaxed),
+            n(&self.skipped),
         );
-        c(
-            "connections_total",
-            "counter",
-            "Connections to the broker.",
-            self.connections.load(Ordering::Relaxed),
-        );
-        c("errors_total", "counter", "Connection errors.", self.errors.load(Ordering::Relaxed));
-        c(
-            "connected",
-            "gauge",
-            "1 while connected to the broker.",
-            u64::from(self.connected.load(Ordering::Relaxed)),
-        );
+        counter(out, "mqtt_connections_total", "Connections to the broker.", n(&self.connections));
+        counter(out, "mqtt_errors_total", "Connection errors.", n(&self.errors));
+        let connected = f64::from(u8::from(self.connected.load(Ordering::Relaxed)));
+        gauge(out, "mqtt_connected", "1 while connected to the broker.", connected);
     }
 }
 
@@ -158,12 +141,11 @@ pub struct Mqtt {
     client: Client,
     topics: Arc<Topics>,
     shared: Arc<Shared>,
-    stats: Arc<crate::telemetry::Telemetry>,
-    labels: Arc<[String]>,
+    /// Counters, and the class names.
+    telemetry: Arc<crate::telemetry::Telemetry>,
     qos: QoS,
     results: bool,
     last_class: Option<usize>,
-    buf: Vec<u8>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -174,11 +156,7 @@ fn qos(q: u8) -> QoS {
 impl Mqtt {
     /// Starts the client and its connection thread (which connects in the background: a
     /// broker that is down at start is retried like one that went away).
-    pub fn start(
-        config: &MqttConfig,
-        labels: Arc<[String]>,
-        telemetry: Arc<crate::telemetry::Telemetry>,
-    ) -> std::io::Result<Mqtt> {
+    pub fn start(config: &MqttConfig, telemetry: Arc<crate::telemetry::Telemetry>) -> std::io::Result<Mqtt> {
         let p = config.topic_prefix.trim_end_matches('/');
         let topics = Arc::new(Topics {
             availability: format!("{p}/availability"),
@@ -208,33 +186,31 @@ impl Mqtt {
             client,
             topics,
             shared,
-            stats: telemetry,
-            labels,
+            telemetry,
             qos: qos(config.qos),
             results: config.results,
             last_class: None,
-            buf: Vec::with_capacity(1024),
             thread: Some(thread),
         })
     }
 
     fn send(&self, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>) {
-        send(&self.client, &self.stats, topic, qos, retain, payload);
+        send(&self.client, &self.telemetry, topic, qos, retain, payload);
     }
 
     /// Publishes a result (if results are on) and, when the top-1 class changed, the label;
     /// while the broker is unreachable, only remembers the label (republished on connection).
     pub fn publish(&mut self, r: &ResultSlot) {
-        let connected = self.stats.mqtt.connected.load(Ordering::Relaxed);
+        let connected = self.telemetry.mqtt.connected.load(Ordering::Relaxed);
+        let labels = self.telemetry.labels();
         if self.results && !connected {
-            self.stats.mqtt.skipped.fetch_add(1, Ordering::Relaxed);
+            self.telemetry.mqtt.skipped.fetch_add(1, Ordering::Relaxed);
         }
-        if self.results && connected {
-            self.buf.clear();
-            let record = r.record(&self.labels);
-            if serde_json::to_writer(&mut self.buf, &record).is_ok() {
-                self.send(&self.topics.result, self.qos, false, self.buf.clone());
-            }
+        if self.results
+            && connected
+            && let Ok(payload) = serde_json::to_vec(&r.record(labels))
+        {
+            self.send(&self.topics.result, self.qos, false, payload);
         }
         let Some(best) = r.top.first() else { return };
         if self.last_class == Some(best.class) {
@@ -242,7 +218,7 @@ impl Mqtt {
         }
         self.last_class = Some(best.class);
         let payload = serde_json::json!({
-            "label": self.labels.get(best.class).map_or("?", String::as_str),
+            "label": labels.get(best.class).map_or("?", String::as_str),
             "class": best.class,
             "score": (best.score as f64 * 1e4).round() / 1e4,
             "seq": r.seq,
@@ -262,7 +238,7 @@ impl Mqtt {
     /// at most `wait` for the broker to take the last messages.
     pub fn shutdown(mut self, wait: Duration) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if self.stats.mqtt.connected.load(Ordering::Relaxed) {
+        if self.telemetry.mqtt.connected.load(Ordering::Relaxed) {
             self.send(&self.topics.availability, QoS::AtLeastOnce, true, b"offline".to_vec());
         }
         let _ = self.client.try_disconnect();

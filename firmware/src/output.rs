@@ -78,7 +78,8 @@ fn round(v: f64, scale: f64) -> f64 {
     (v * scale).round() / scale
 }
 
-fn ms(d: Duration) -> f64 {
+/// Milliseconds, rounded to the microsecond (as every result record shows them).
+pub(crate) fn ms(d: Duration) -> f64 {
     round(d.as_secs_f64() * 1e3, 1e3)
 }
 

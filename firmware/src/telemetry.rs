@@ -226,12 +226,14 @@ impl Telemetry {
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+/// Appends counter `camera_classifier_<name>` with its HELP and TYPE lines.
+pub(crate) fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let p = "camera_classifier";
     let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} counter\n{p}_{name} {v}");
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+/// Appends gauge `camera_classifier_<name>` with its HELP and TYPE lines.
+pub(crate) fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let p = "camera_classifier";
     let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} gauge\n{p}_{name} {v}");
 }

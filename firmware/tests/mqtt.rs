@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -27,10 +26,6 @@ fn mosquitto() -> Option<PathBuf> {
     }
     eprintln!("skipped: {} not installed (apt-get install mosquitto)", path.display());
     None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A broker on 127.0.0.1:`port`, anonymous, no persistence (a restart forgets retained
@@ -154,18 +149,6 @@ fn config(dir: &Path, port: u16, fps: u32, http_port: u16) -> PathBuf {
     write_config(dir, &config_text(&replay, &mqtt))
 }
 
-/// Results printed on stdout from now until `until` (lines queued before are discarded).
-fn count_lines(run: &Running, until: Instant) -> usize {
-    while run.lines.try_recv().is_ok() {}
-    let mut n = 0;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        if run.lines.recv_timeout(left).is_ok() {
-            n += 1;
-        }
-    }
-    n
-}
-
 #[test]
 fn publishes_results_labels_and_availability_and_survives_a_broker_restart() {
     let Some(bin) = mosquitto() else { return };
@@ -178,7 +161,7 @@ fn publishes_results_labels_and_availability_and_survives_a_broker_restart() {
     // The daemon first: no broker yet. It classifies regardless.
     let run = start_config(&config);
     assert!(run.next_json(Duration::from_secs(60)).is_some(), "no result without a broker");
-    let no_broker = count_lines(&run, Instant::now() + Duration::from_secs(2));
+    let no_broker = run.results_for(Duration::from_secs(2));
 
     let broker = Broker::start(&bin, dir.path(), port);
     let t0 = Instant::now();
@@ -220,14 +203,14 @@ fn publishes_results_labels_and_availability_and_survives_a_broker_restart() {
     assert!(labels.len() >= 2, "{labels:?}");
     assert!(labels.windows(2).all(|w| w[0].1 != w[1].1 && w[0].0 < w[1].0), "repeated label: {labels:?}");
     let results = sub.since(t0).iter().filter(|m| m.topic == format!("{p}/result")).count();
-    let with_broker = count_lines(&run, Instant::now() + Duration::from_secs(2));
+    let with_broker = run.results_for(Duration::from_secs(2));
 
     // The broker dies; the frame loop goes on at the same pace. (Every "since" instant is
     // taken before the action whose messages it waits for: a loaded machine may deliver
     // them before this thread runs again.)
     broker.kill();
     let t1 = Instant::now();
-    let down = count_lines(&run, Instant::now() + Duration::from_secs(3));
+    let down = run.results_for(Duration::from_secs(3));
     let broker = Broker::start(&bin, dir.path(), port);
     // A new broker knows nothing: availability, discovery and the label come back because
     // the daemon republishes them on reconnection (retained).

@@ -134,6 +134,19 @@ impl Running {
         Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
     }
 
+    /// Result lines printed during the next `d` (lines already queued are discarded first).
+    pub fn results_for(&self, d: Duration) -> usize {
+        while self.lines.try_recv().is_ok() {}
+        let end = Instant::now() + d;
+        let mut n = 0;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if self.lines.recv_timeout(left).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Sends `signal`.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
@@ -165,6 +178,11 @@ impl Running {
 
 // ---- HTTP ----
 
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// GET `path`: status code, headers (lower-case names) and body.
 pub fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     try_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -190,7 +208,15 @@ pub fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String, Vec<u8>)>
 
 pub fn chromium_path() -> Option<PathBuf> {
     let path = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    path.is_file().then_some(path)
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("BIT_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "chromium not installed and BIT_REQUIRE_BROWSER=1 (apt-get install chromium)"
+    );
+    println!("browser test skipped: chromium not installed (apt-get install chromium)");
+    None
 }
 
 /// Runs headless Chromium on `url` with `mode` (`--screenshot=…` or `--dump-dom`), stdout to `stdout`.
