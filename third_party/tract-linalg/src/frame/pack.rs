@@ -655,40 +655,28 @@ where
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        // Fast path: the slice fits entirely within the current panel. Writes
-        // are then guaranteed to be `ts.len()` consecutive memory locations
-        // followed by the same panel/lane bookkeeping the per-element path
-        // performs. This produces byte-identical output to a per-element loop.
-        //
-        // When the slice would cross a panel boundary, fall back to the
-        // per-element path so all transition logic stays in one place.
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        if n < self.remain {
-            // Strictly inside the current panel: bulk copy, then advance.
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // Copy the slice one panel segment at a time: each segment is consecutive memory,
+        // followed by the same panel/lane bookkeeping `write` does after its last element of
+        // a panel row. Byte-identical to the per-element loop. (Patched for bit-edge: the
+        // original fell back to per-element writes whenever the slice crossed a panel, which
+        // is almost always the case for im2col rows.)
+        while !ts.is_empty() {
+            let n = ts.len().min(self.remain);
             unsafe {
                 std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
                 self.ptr = self.ptr.add(n);
             }
             self.remain -= n;
-        } else if n == self.remain {
-            // Exactly fills the current panel: bulk copy, then run the same
-            // panel-transition bookkeeping that `write` does on its final
-            // element. The transition is performed unconditionally here
-            // (rather than calling `write` for the last element) to keep the
-            // semantics identical even when the trait is inlined separately.
-            unsafe {
-                std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
-                self.ptr = self.ptr.add(n);
-                self.current_panel += 1;
-                if self.current_panel == self.panels {
-                    self.ptr = self.ptr.offset(self.next_lane);
-                    self.current_panel = 0;
-                } else {
-                    self.ptr = self.ptr.offset(self.next_panel);
+            if self.remain == 0 {
+                unsafe {
+                    self.current_panel += 1;
+                    if self.current_panel == self.panels {
+                        self.ptr = self.ptr.offset(self.next_lane);
+                        self.current_panel = 0;
+                    } else {
+                        self.ptr = self.ptr.offset(self.next_panel);
+                    }
                 }
                 if self.current_panel == self.panels - 1 {
                     self.remain = self.last_panel_width;
@@ -696,12 +684,7 @@ where
                     self.remain = self.panel_width;
                 }
             }
-        } else {
-            // Spans a panel boundary. Fall back to per-element writes so the
-            // panel-transition state machine handles every step.
-            for t in ts {
-                self.write(*t);
-            }
+            ts = &ts[n..];
         }
     }
 }
@@ -1114,6 +1097,11 @@ where
     T: Copy + std::fmt::Debug,
 {
     base: *mut T,
+    // Patched for bit-edge: the writer keeps a pointer to the next element and the count left
+    // in the current (panel, k) segment, so `write` is a store, an add and a decrement; the
+    // offset is recomputed only when a segment ends. Same layout as upstream 0.23.9.
+    ptr: *mut T,
+    remain: usize,
     r4: usize,        // r * 4
     panel_len: usize, // k_aligned * r
     panels: usize,
@@ -1122,7 +1110,6 @@ where
     kb: usize, // k / 4
     kr: usize, // k % 4
     panel: usize,
-    local_mn: usize,
     _phantom: PhantomData<&'p T>,
 }
 
@@ -1135,6 +1122,8 @@ where
         let last_panel_width = mn - (panels - 1) * r;
         KOut4Writer {
             base,
+            ptr: base,
+            remain: if panels == 1 { last_panel_width } else { r },
             r4: r * 4,
             panel_len,
             panels,
@@ -1143,29 +1132,28 @@ where
             kb: 0,
             kr: 0,
             panel: 0,
-            local_mn: 0,
             _phantom: PhantomData,
         }
     }
-    #[inline(always)]
-    fn panel_width(&self) -> usize {
-        if self.panel == self.panels - 1 { self.last_panel_width } else { self.panel_width }
-    }
-    #[inline(always)]
-    fn advance(&mut self, by: usize) {
-        self.local_mn += by;
-        if self.local_mn >= self.panel_width() {
-            self.local_mn = 0;
-            self.panel += 1;
-            if self.panel == self.panels {
-                self.panel = 0;
-                self.kr += 1;
-                if self.kr == 4 {
-                    self.kr = 0;
-                    self.kb += 1;
-                }
+
+    /// Moves to the next (panel, k) segment: the next panel for the same k, or panel 0 for
+    /// the next k.
+    #[inline(never)]
+    fn next_segment(&mut self) {
+        self.panel += 1;
+        if self.panel == self.panels {
+            self.panel = 0;
+            self.kr += 1;
+            if self.kr == 4 {
+                self.kr = 0;
+                self.kb += 1;
             }
         }
+        self.remain =
+            if self.panel == self.panels - 1 { self.last_panel_width } else { self.panel_width };
+        // wrapping: after the last element the pointer may point past the buffer; it is
+        // never dereferenced there.
+        self.ptr = self.base.wrapping_add(self.panel * self.panel_len + self.kb * self.r4 + self.kr);
     }
 }
 
@@ -1176,35 +1164,30 @@ where
     #[inline(always)]
     fn write(&mut self, t: T) {
         unsafe {
-            let off = self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr;
-            *self.base.add(off) = t;
+            *self.ptr = t;
         }
-        self.advance(1);
+        self.ptr = self.ptr.wrapping_add(4);
+        self.remain -= 1;
+        if self.remain == 0 {
+            self.next_segment();
+        }
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        let pw = self.panel_width();
-        if self.local_mn + n <= pw {
-            // Whole slice stays inside the current (panel, k): tight stride-4 store.
-            unsafe {
-                let mut d = self.base.add(
-                    self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr,
-                );
-                for &t in ts {
-                    *d = t;
-                    d = d.add(4);
-                }
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // One (panel, k) segment at a time: a tight stride-4 store, then the same bookkeeping
+        // as `write`. Byte-identical to the per-element loop.
+        while !ts.is_empty() {
+            let n = ts.len().min(self.remain);
+            for (i, &t) in ts[..n].iter().enumerate() {
+                unsafe { *self.ptr.add(4 * i) = t };
             }
-            self.advance(n);
-        } else {
-            for &t in ts {
-                self.write(t);
+            self.ptr = self.ptr.wrapping_add(4 * n);
+            self.remain -= n;
+            if self.remain == 0 {
+                self.next_segment();
             }
+            ts = &ts[n..];
         }
     }
 }

@@ -1,0 +1,90 @@
+//! The patched packing writers of the vendored tract-linalg (`third_party/README.md`): im2col
+//! feeds them whole input rows through `write_slice`, which now copies one panel segment at a
+//! time instead of falling back to per-element writes at every panel boundary. Both writers
+//! must put every element where the matmul kernels expect it, whatever the slice lengths.
+//! The expected offsets are written out here from the layouts' definitions.
+
+use tract_linalg::pack::{PackedFormat, PackedI8K4, PackingWriter};
+use tract_onnx::prelude::*;
+
+const SENTINEL: i8 = -99;
+
+/// A distinct value for each (k, mn), never the sentinel.
+fn value(k: usize, m: usize) -> i8 {
+    ((k * 31 + m * 7) % 200) as i8 - 90
+}
+
+/// Feeds the k-outer sequence (for each k, every mn) through `write_slice` in chunks whose
+/// lengths cycle through `chunks` (0 means: one element at a time through `write`).
+fn feed<W: PackingWriter<i8>>(w: &mut W, k: usize, mn: usize, chunks: &[usize]) {
+    let all: Vec<i8> = (0..k).flat_map(|kk| (0..mn).map(move |m| value(kk, m))).collect();
+    let mut at = 0;
+    for &c in chunks.iter().cycle() {
+        if at == all.len() {
+            break;
+        }
+        if c == 0 {
+            w.write(all[at]);
+            at += 1;
+        } else {
+            let end = (at + c).min(all.len());
+            w.write_slice(&all[at..end]);
+            at = end;
+        }
+    }
+}
+
+const CHUNKINGS: &[&[usize]] = &[&[0], &[1], &[3, 0, 5], &[7], &[16], &[17, 2], &[54, 0, 0], &[56], &[1000]];
+
+#[test]
+fn k_outer_writer_places_every_element_for_any_slicing() {
+    let mut cases = 0;
+    for r in [4usize, 8, 16, 32] {
+        let format = PackedFormat { dt: i8::datum_type(), r, alignment_bytes: 16, end_padding_record: 0 };
+        for k in [1usize, 2, 5, 9, 27, 64] {
+            for mn in [1, r - 1, r, r + 1, 3 * r + 5, 56, 3136 % 97] {
+                let panel_len = format.single_panel_len(k);
+                let len = mn.div_ceil(r) * panel_len;
+                for chunks in CHUNKINGS {
+                    let mut buf = vec![SENTINEL; len];
+                    let mut w = format.write_with_k_outer(buf.as_mut_ptr(), k, mn);
+                    feed(&mut w, k, mn, chunks);
+                    let mut expected = vec![SENTINEL; len];
+                    for kk in 0..k {
+                        for m in 0..mn {
+                            expected[(m / r) * panel_len + kk * r + m % r] = value(kk, m);
+                        }
+                    }
+                    assert_eq!(buf, expected, "r {r} k {k} mn {mn} chunks {chunks:?}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 4 * 6 * 7 * CHUNKINGS.len());
+}
+
+#[test]
+fn k_outer_k4_writer_places_every_element_for_any_slicing() {
+    for r in [8usize, 16] {
+        let format = PackedI8K4::new(r);
+        for k in [1usize, 3, 4, 5, 9, 27, 64] {
+            for mn in [1, r - 1, r, r + 1, 3 * r + 5, 56] {
+                let panel_len = format.single_panel_len(k);
+                let len = mn.div_ceil(r) * panel_len;
+                for chunks in CHUNKINGS {
+                    let mut buf = vec![SENTINEL; len];
+                    let mut w = format.write_with_k_outer(buf.as_mut_ptr(), k, mn);
+                    feed(&mut w, k, mn, chunks);
+                    let mut expected = vec![SENTINEL; len];
+                    for kk in 0..k {
+                        for m in 0..mn {
+                            expected[(m / r) * panel_len + (kk / 4) * r * 4 + (m % r) * 4 + kk % 4] = value(kk, m);
+                        }
+                    }
+                    assert_eq!(buf, expected, "r {r} k {k} mn {mn} chunks {chunks:?}");
+                }
+            }
+        }
+    }
+}
