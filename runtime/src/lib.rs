@@ -19,6 +19,7 @@ pub mod frame;
 pub mod fused;
 mod jpeg;
 mod model;
+pub mod optimize;
 pub mod preprocess;
 pub mod stats;
 pub mod topk;

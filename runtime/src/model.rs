@@ -154,7 +154,7 @@ impl Model {
         drop(proto);
         let typed = inference?
             .with_input_fact(0, f32::fact([1, 3, input_size as usize, input_size as usize]).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| crate::optimize::optimize(m.into_typed()?))
             .map_err(|e| model_err(format!("{e:#}")))?;
         let output = typed.output_fact(0).map_err(|e| model_err(format!("{e:#}")))?;
         let classes = match output.shape.as_concrete() {

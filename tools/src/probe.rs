@@ -58,7 +58,7 @@ impl Probe {
         let model = bit_runtime::fused::onnx_framework()
             .model_for_proto_model(&proto)
             .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, s, s]).into()))
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| bit_runtime::optimize::optimize(m.into_typed()?))
             .map_err(|e| model_err(path, e))?;
         let executor = if threads <= 1 {
             tract_linalg::multithread::Executor::SingleThread
