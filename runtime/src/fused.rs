@@ -7,6 +7,14 @@
 //! protobuf by one node that [`onnx_framework`] maps to [`GroupNormQuantizeU8`]: per group,
 //! one pass for the mean, one for the variance, one that writes u8 directly. The model file
 //! stays standard ONNX; only the runtime's view of it changes.
+//!
+//! Two more rewrites keep activations in 8 bits where that is exact:
+//! - `DequantizeLinear -> Pad(0) -> MaxPool` (BiT's stem) becomes `Pad(zero point) -> MaxPool ->
+//!   DequantizeLinear`: dequantizing is monotonic and maps the zero point to 0, so the max
+//!   and the padding commute with it, and the pool runs on u8 instead of f32. The
+//!   DequantizeLinear then feeds the GroupNorm chain and is absorbed by it.
+//! - `Add(DequantizeLinear(q), y)` (each residual sum) becomes one [`DequantizeAdd`] pass
+//!   instead of writing and re-reading an f32 tensor.
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -21,7 +29,22 @@ pub const FUSED_DOMAIN: &str = "bit.edge";
 pub fn onnx_framework() -> tract_onnx::Onnx {
     let mut framework = onnx();
     framework.op_register.insert(FUSED_OP, parse_fused);
+    framework.op_register.insert(DQ_ADD_OP, parse_dequantize_add);
     framework
+}
+
+/// The op type of a fused `Add(DequantizeLinear(..), ..)`.
+pub const DQ_ADD_OP: &str = "BitDequantizeAdd";
+
+/// What [`fuse_for_tract`] rewrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fused {
+    /// `GroupNormalization -> Clip(0, 255) -> Cast(u8)` chains replaced by one op.
+    pub group_norm_chains: usize,
+    /// `DequantizeLinear -> Pad -> MaxPool` turned into a u8 pool.
+    pub pools: usize,
+    /// `Add`s with a dequantized input replaced by one op.
+    pub dequantize_adds: usize,
 }
 
 fn parse_fused(
@@ -39,9 +62,166 @@ fn parse_fused(
     Ok((expand(FusedExpansion { groups, eps, u8_input: input_scale.is_some() }), vec![]))
 }
 
+/// Rewrites the graph for tract (see the module documentation). Every rewrite applies only
+/// where the values it removes have no other reader and are not graph outputs.
+pub fn fuse_for_tract(proto: &mut pb::ModelProto) -> Fused {
+    let pools = proto.graph.as_mut().map(sink_dequantize_through_pools).unwrap_or(0);
+    let group_norm_chains = fuse_group_norms(proto);
+    let dequantize_adds = proto.graph.as_mut().map(fuse_dequantize_adds).unwrap_or(0);
+    if dequantize_adds > 0 && !proto.opset_import.iter().any(|o| o.domain == FUSED_DOMAIN) {
+        proto.opset_import.push(pb::OperatorSetIdProto { domain: FUSED_DOMAIN.into(), version: 1 });
+    }
+    Fused { group_norm_chains, pools, dequantize_adds }
+}
+
+/// A scalar initializer's value as f32 (float, uint8 or int8 tensors).
+fn scalar_initializer(graph: &pb::GraphProto, name: &str) -> Option<f32> {
+    use pb::tensor_proto::DataType;
+    let t = graph.initializer.iter().find(|t| t.name == name)?;
+    if !t.dims.iter().all(|&d| d == 1) {
+        return None;
+    }
+    let dt = DataType::try_from(t.data_type).ok()?;
+    match (dt, t.raw_data.as_slice()) {
+        (DataType::Float, [a, b, c, d]) => Some(f32::from_le_bytes([*a, *b, *c, *d])),
+        (DataType::Float, []) => t.float_data.first().copied().filter(|_| t.float_data.len() == 1),
+        (DataType::Uint8, [v]) => Some(*v as f32),
+        (DataType::Int8, [v]) => Some(*v as i8 as f32),
+        (DataType::Uint8 | DataType::Int8, []) => {
+            t.int32_data.first().map(|&v| v as f32).filter(|_| t.int32_data.len() == 1)
+        }
+        _ => None,
+    }
+}
+
+fn readers(graph: &pb::GraphProto, name: &str) -> usize {
+    graph.node.iter().filter(|n| n.input.iter().any(|i| i == name)).count()
+}
+
+fn is_output(graph: &pb::GraphProto, name: &str) -> bool {
+    graph.output.iter().any(|o| o.name == name)
+}
+
+/// A `DequantizeLinear` with scalar scale (> 0) and zero point producing `name`, read by
+/// nothing else: its index, input, scale and zero point.
+fn sole_dequantize(graph: &pb::GraphProto, name: &str) -> Option<(usize, String, f32, f32)> {
+    let d = graph.node.iter().position(|n| {
+        n.op_type == "DequantizeLinear"
+            && n.output.first().map(String::as_str) == Some(name)
+            && n.input.len() == 3
+    })?;
+    if readers(graph, name) != 1 || is_output(graph, name) {
+        return None;
+    }
+    let node = &graph.node[d];
+    let scale = scalar_initializer(graph, &node.input[1]).filter(|s| *s > 0.0 && s.is_finite())?;
+    let zero_point = scalar_initializer(graph, &node.input[2])?;
+    Some((d, node.input[0].clone(), scale, zero_point))
+}
+
+/// `DequantizeLinear(q) -> Pad(constant 0) -> MaxPool` becomes
+/// `Pad(q, zero point) -> MaxPool -> DequantizeLinear`. Returns how many were rewritten.
+fn sink_dequantize_through_pools(graph: &mut pb::GraphProto) -> usize {
+    let mut done = 0;
+    'search: loop {
+        for p in 0..graph.node.len() {
+            let pad = &graph.node[p];
+            // Opset 11+ Pad (pads as an input), constant mode, value absent, empty or 0.
+            let constant = pad.attribute.iter().all(|a| a.name != "mode" || a.s == b"constant");
+            let value_zero = match pad.input.get(2).map(String::as_str) {
+                None | Some("") => true,
+                Some(v) => scalar_initializer(graph, v) == Some(0.0),
+            };
+            if pad.op_type != "Pad" || pad.input.len() < 2 || !constant || !value_zero || pad.input.len() > 3
+            {
+                continue;
+            }
+            let Some((d, q, _, _)) = sole_dequantize(graph, &pad.input[0]) else { continue };
+            let pad_out = pad.output[0].clone();
+            let Some(m) = graph.node.iter().position(|n| {
+                n.op_type == "MaxPool" && n.output.len() == 1 && n.input.first() == Some(&pad_out)
+            }) else {
+                continue;
+            };
+            if readers(graph, &pad_out) != 1 || is_output(graph, &pad_out) {
+                continue;
+            }
+            let zero_point = graph.node[d].input[2].clone();
+            let pool_out = graph.node[m].output[0].clone();
+            let pool_q = format!("{pool_out}/u8");
+            let pad = &mut graph.node[p];
+            pad.input[0] = q;
+            pad.input.resize(2, String::new());
+            pad.input.push(zero_point);
+            graph.node[m].output[0] = pool_q.clone();
+            let mut dq = graph.node.remove(d);
+            dq.input[0] = pool_q;
+            dq.output[0] = pool_out;
+            // After the pool, which moved up by one if the dequantize was before it.
+            let m = if d < m { m - 1 } else { m };
+            graph.node.insert(m + 1, dq);
+            done += 1;
+            continue 'search;
+        }
+        return done;
+    }
+}
+
+/// `Add(DequantizeLinear(q), y)` (either side, or both) becomes one `BitDequantizeAdd` node.
+fn fuse_dequantize_adds(graph: &mut pb::GraphProto) -> usize {
+    let mut done = 0;
+    'search: loop {
+        for a in 0..graph.node.len() {
+            let add = &graph.node[a];
+            if add.op_type != "Add"
+                || !add.domain.is_empty()
+                || add.input.len() != 2
+                || add.input[0] == add.input[1]
+            {
+                continue;
+            }
+            let sides = [sole_dequantize(graph, &add.input[0]), sole_dequantize(graph, &add.input[1])];
+            if sides.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut node = add.clone();
+            node.op_type = DQ_ADD_OP.into();
+            node.domain = FUSED_DOMAIN.into();
+            let mut remove = Vec::new();
+            for (i, side) in sides.into_iter().enumerate() {
+                if let Some((d, q, scale, zero_point)) = side {
+                    node.input[i] = q;
+                    let tag = ["a", "b"][i];
+                    node.attribute.push(pb::AttributeProto {
+                        name: format!("scale_{tag}"),
+                        f: scale,
+                        r#type: pb::attribute_proto::AttributeType::Float as i32,
+                        ..Default::default()
+                    });
+                    node.attribute.push(pb::AttributeProto {
+                        name: format!("zero_point_{tag}"),
+                        i: zero_point as i64,
+                        r#type: pb::attribute_proto::AttributeType::Int as i32,
+                        ..Default::default()
+                    });
+                    remove.push(d);
+                }
+            }
+            graph.node[a] = node;
+            remove.sort_unstable();
+            for d in remove.into_iter().rev() {
+                graph.node.remove(d);
+            }
+            done += 1;
+            continue 'search;
+        }
+        return done;
+    }
+}
+
 /// Replaces every `GroupNormalization -> Clip(0, 255) -> Cast(u8)` chain whose intermediate
 /// values have no other reader by one fused node. Returns how many were fused.
-pub fn fuse_for_tract(proto: &mut pb::ModelProto) -> usize {
+fn fuse_group_norms(proto: &mut pb::ModelProto) -> usize {
     let opset = proto.opset_import.iter().find(|o| o.domain.is_empty()).map(|o| o.version).unwrap_or(0);
     // Before opset 21, GroupNormalization's scale and bias are per group, not per channel.
     if opset < 21 {
@@ -307,4 +487,171 @@ pub fn group_norm_quantize<T: Copy + Into<f32>>(
             }
         }
     }
+}
+
+/// How a [`DequantizeAdd`] input becomes f32: as is, or `(q - zero_point) * scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dequantize {
+    scale: f32,
+    zero_point: i32,
+}
+
+fn parse_dequantize_add(
+    _ctx: &tract_onnx::model::ParsingContext,
+    node: &pb::NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let side = |tag: &str| -> TractResult<Option<Dequantize>> {
+        let scale: Option<f32> = node.get_attr_opt(&format!("scale_{tag}"))?;
+        let zero_point: Option<i64> = node.get_attr_opt(&format!("zero_point_{tag}"))?;
+        Ok(match (scale, zero_point) {
+            (Some(scale), Some(zp)) => Some(Dequantize { scale, zero_point: zp as i32 }),
+            (None, None) => None,
+            _ => bail!("{}: scale_{tag} and zero_point_{tag} go together", node.name),
+        })
+    };
+    Ok((expand(DequantizeAddExpansion { sides: [side("a")?, side("b")?] }), vec![]))
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct DequantizeAddExpansion {
+    sides: [Option<Dequantize>; 2],
+}
+
+impl Expansion for DequantizeAddExpansion {
+    fn name(&self) -> StaticName {
+        DQ_ADD_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        for (input, side) in inputs.iter().zip(&self.sides) {
+            if side.is_none() {
+                s.equals(&input.datum_type, f32::datum_type())?;
+            }
+        }
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, a, b| {
+            let shape = tract_onnx::tract_core::broadcast::multi_broadcast(&[a, b])?;
+            s.equals(&outputs[0].shape, shape)
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let (a, b) = (model.outlet_fact(inputs[0])?.clone(), model.outlet_fact(inputs[1])?.clone());
+        if a.shape == b.shape {
+            for (fact, side) in [&a, &b].iter().zip(&self.sides) {
+                let ok = match side {
+                    Some(_) => [u8::datum_type(), i8::datum_type()].contains(&fact.datum_type),
+                    None => fact.datum_type == f32::datum_type(),
+                };
+                ensure!(ok, "{prefix}: input of type {:?} with dequantization {side:?}", fact.datum_type);
+            }
+            return model.wire_node(prefix, DequantizeAdd { sides: self.sides }, inputs);
+        }
+        // Broadcasting: what the rewritten graph said, with tract's own ops.
+        let mut wires = tvec!();
+        for (i, side) in self.sides.iter().enumerate() {
+            wires.push(match side {
+                Some(d) => {
+                    let op = tract_onnx::tract_core::ops::quant::DequantizeLinearF32 {
+                        scale: d.scale,
+                        zero_point: d.zero_point,
+                    };
+                    model.wire_node(format!("{prefix}.dequantize_{i}"), op, &[inputs[i]])?[0]
+                }
+                None => inputs[i],
+            });
+        }
+        tract_onnx::tract_core::ops::change_axes::wire_with_rank_broadcast(
+            prefix,
+            model,
+            tract_onnx::tract_core::ops::math::add(),
+            &wires,
+        )
+    }
+}
+
+/// `dequantize(a) + dequantize(b)` over same-shaped inputs in one pass; dequantizing is
+/// `(q - zero_point) as f32 * scale`, as tract's own DequantizeLinear computes it, so the sum
+/// is bit-identical to the two ops it replaces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DequantizeAdd {
+    sides: [Option<Dequantize>; 2],
+}
+
+impl Eq for DequantizeAdd {}
+
+impl Op for DequantizeAdd {
+    fn name(&self) -> StaticName {
+        DQ_ADD_OP.into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}", self.sides)])
+    }
+
+    tract_onnx::tract_core::op_as_typed_op!();
+}
+
+fn dequantize_add_into<A: Copy, B: Copy>(
+    a: &[A],
+    b: &[B],
+    out: &mut [f32],
+    fa: impl Fn(A) -> f32,
+    fb: impl Fn(B) -> f32,
+) {
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        *o = fa(*x) + fb(*y);
+    }
+}
+
+impl EvalOp for DequantizeAdd {
+    tract_onnx::tract_core::op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs[0].shape() == inputs[1].shape(), "{DQ_ADD_OP}: shapes differ");
+        let mut output = unsafe { Tensor::uninitialized::<f32>(inputs[0].shape())? };
+        {
+            let mut out = output.try_as_plain_ram_mut()?;
+            let out = out.as_slice_mut::<f32>()?;
+            let (a, b) = (inputs[0].try_as_plain_ram()?, inputs[1].try_as_plain_ram()?);
+            let [sa, sb] = self.sides;
+            let d = |side: Option<Dequantize>| side.unwrap_or(Dequantize { scale: 1.0, zero_point: 0 });
+            let (da, db) = (d(sa), d(sb));
+            let u8a = move |v: u8| (v as i32 - da.zero_point) as f32 * da.scale;
+            let i8a = move |v: i8| (v as i32 - da.zero_point) as f32 * da.scale;
+            let u8b = move |v: u8| (v as i32 - db.zero_point) as f32 * db.scale;
+            let i8b = move |v: i8| (v as i32 - db.zero_point) as f32 * db.scale;
+            let id = |v: f32| v;
+            use DatumType::{F32, I8, U8};
+            match (sa.is_some(), inputs[0].datum_type(), sb.is_some(), inputs[1].datum_type()) {
+                (true, U8, false, F32) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, u8a, id),
+                (true, U8, true, U8) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, u8a, u8b),
+                (false, F32, true, U8) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, id, u8b),
+                (true, I8, false, F32) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, i8a, id),
+                (true, I8, true, I8) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, i8a, i8b),
+                (false, F32, true, I8) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, id, i8b),
+                (true, U8, true, I8) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, u8a, i8b),
+                (true, I8, true, U8) => dequantize_add_into(a.as_slice()?, b.as_slice()?, out, i8a, u8b),
+                (qa, ta, qb, tb) => {
+                    bail!("{DQ_ADD_OP}: inputs {ta:?} (dequantized: {qa}) and {tb:?} (dequantized: {qb})")
+                }
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for DequantizeAdd {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::datum_type().fact(inputs[0].shape.clone())))
+    }
+
+    tract_onnx::tract_core::as_op!();
 }

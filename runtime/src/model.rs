@@ -137,8 +137,8 @@ impl Model {
         let mut proto = read_proto(path)?;
         let info = ModelInfo::from_proto(path, &proto)?;
         let fused = crate::fused::fuse_for_tract(&mut proto);
-        if fused > 0 {
-            log::debug!("{}: {fused} GroupNorm -> quantize chains fused", path.display());
+        if fused != crate::fused::Fused::default() {
+            log::debug!("{}: rewritten for tract: {fused:?}", path.display());
         }
         let input_size = options.input_size.unwrap_or(info.preprocess.input_size);
         if !(32..=1024).contains(&input_size) {

@@ -79,7 +79,8 @@ fn k_outer_k4_writer_places_every_element_for_any_slicing() {
                     let mut expected = vec![SENTINEL; len];
                     for kk in 0..k {
                         for m in 0..mn {
-                            expected[(m / r) * panel_len + (kk / 4) * r * 4 + (m % r) * 4 + kk % 4] = value(kk, m);
+                            expected[(m / r) * panel_len + (kk / 4) * r * 4 + (m % r) * 4 + kk % 4] =
+                                value(kk, m);
                         }
                     }
                     assert_eq!(buf, expected, "r {r} k {k} mn {mn} chunks {chunks:?}");

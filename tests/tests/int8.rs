@@ -349,20 +349,12 @@ fn fused_group_norm_quantize_matches_the_onnx_chain() {
         .map(|i| ((i * 7919 % 1013) as f32 / 101.3 - 4.0) * (1.0 + (i / 196) as f32))
         .collect();
     let run = |framework: tract_onnx::Onnx, proto: &tract_onnx::pb::ModelProto| -> Vec<u8> {
-        let plan = framework
-            .model_for_proto_model(proto)
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let input = Tensor::from_shape(&[1, c, hw, hw], &x).unwrap();
-        let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+        let out = run_proto(framework, proto, &[Tensor::from_shape(&[1, c, hw, hw], &x).unwrap()]);
         out[0].to_plain_array_view::<u8>().unwrap().iter().copied().collect()
     };
     let standard = run(onnx(), &proto);
     let mut fused_proto = proto.clone();
-    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut fused_proto), 1, "one chain fused");
+    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut fused_proto).group_norm_chains, 1, "one chain fused");
     assert_eq!(fused_proto.graph.as_ref().unwrap().node.len(), 1);
     let fused = run(bit_runtime::fused::onnx_framework(), &fused_proto);
     let max = standard.iter().zip(&fused).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
@@ -379,7 +371,7 @@ fn runtime_fuses_every_group_norm_quantize_chain_and_agrees() {
     let (float, int8) = int8_fixture();
     let mut proto = bit_tools::probe::read_proto(int8).unwrap();
     // R14: 4 units x 3 GroupNorms feed convolutions (the head's does not).
-    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut proto), 12);
+    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut proto).group_norm_chains, 12);
     let opts = bit_runtime::LoadOptions { input_size: Some(128), ..Default::default() };
     let img = bit_runtime::load_image(&repo_root().join("samples/images/chelsea.png")).unwrap();
     let mut m = bit_runtime::Model::load(int8, &opts).unwrap();
@@ -457,4 +449,158 @@ fn raw_camera_frames_calibrate_like_images() {
     std::fs::remove_file(&out).unwrap();
     let err = quantize_error(float, dir.path(), &options);
     assert!(err.contains("short.160x120.yuyv") && err.contains("bad YUYV frame"), "{err}");
+}
+
+/// Nodes whose inputs are all constants (work tract would redo on every frame).
+fn constant_work(model: &TypedModel) -> Vec<String> {
+    use tract_onnx::tract_core::ops::konst::Const;
+    model
+        .eval_order()
+        .unwrap()
+        .into_iter()
+        .filter(|&id| {
+            let node = model.node(id);
+            !node.op_is::<Const>()
+                && !node.inputs.is_empty()
+                && model.node_input_facts(id).unwrap().iter().all(|f| f.konst.is_some())
+        })
+        .map(|id| format!("{} ({})", model.node(id).name, model.node(id).op.name()))
+        .collect()
+}
+
+/// tract leaves the kernel sums of large quantized convolutions to every frame (their i32
+/// copies exceed its constant-folding budget); the runtime's `optimize` folds them at load and
+/// changes no output bit.
+#[test]
+fn load_time_folding_removes_per_frame_constant_work_and_changes_nothing() {
+    let (_, int8) = int8_fixture();
+    let mut proto = bit_tools::probe::read_proto(int8).unwrap();
+    bit_runtime::fused::fuse_for_tract(&mut proto);
+    let typed = bit_runtime::fused::onnx_framework()
+        .model_for_proto_model(&proto)
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, 128, 128]).into())
+        .unwrap()
+        .into_typed()
+        .unwrap();
+    let plain = typed.clone().into_optimized().unwrap();
+    let left = constant_work(&plain);
+    println!("tract alone leaves {} constant nodes: {left:?}", left.len());
+    assert!(left.iter().any(|n| n.contains("Cast")), "the premise: tract leaves i32 kernel casts");
+    let folded = bit_runtime::optimize::optimize(typed).unwrap();
+    assert_eq!(constant_work(&folded), Vec::<String>::new());
+    assert!(folded.nodes.len() < plain.nodes.len());
+    let input: Vec<f32> = (0..3 * 128 * 128).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
+    let run = |m: TypedModel| -> Vec<f32> {
+        let t = Tensor::from_shape(&[1, 3, 128, 128], &input).unwrap();
+        let out = m.into_runnable().unwrap().run(tvec!(t.into_tvalue())).unwrap();
+        out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    };
+    assert_eq!(run(plain), run(folded), "bit-identical logits");
+}
+
+/// Optimizes `proto` with `framework` and runs it once.
+fn run_proto(
+    framework: tract_onnx::Onnx,
+    proto: &tract_onnx::pb::ModelProto,
+    inputs: &[Tensor],
+) -> TVec<TValue> {
+    let model = framework.model_for_proto_model(proto).unwrap().into_optimized().unwrap();
+    model.into_runnable().unwrap().run(inputs.iter().map(|t| t.clone().into_tvalue()).collect()).unwrap()
+}
+
+/// Runs `proto` with tract's standard ONNX ops and after the runtime's rewrites; returns the
+/// rewrite report and both outputs (f32).
+fn standard_and_rewritten(
+    proto: &tract_onnx::pb::ModelProto,
+    inputs: &[Tensor],
+) -> (bit_runtime::fused::Fused, Vec<f32>, Vec<f32>) {
+    let run = |framework: tract_onnx::Onnx, proto: &tract_onnx::pb::ModelProto| -> Vec<f32> {
+        let out = run_proto(framework, proto, inputs);
+        out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    };
+    let standard = run(onnx(), proto);
+    let mut rewritten = proto.clone();
+    let fused = bit_runtime::fused::fuse_for_tract(&mut rewritten);
+    (fused, standard, run(bit_runtime::fused::onnx_framework(), &rewritten))
+}
+
+fn u8_const(g: &mut GraphBuilder, name: &str, v: u8) -> String {
+    g.raw_const(name, &[], DataType::Uint8, vec![v])
+}
+
+/// BiT's stem `DequantizeLinear -> Pad(0) -> MaxPool` runs as a u8 pool padded with the zero
+/// point, then dequantizes: bit-identical, also where values below the zero point (negative
+/// floats) meet the padding.
+#[test]
+fn stem_pool_on_u8_is_bit_identical() {
+    let (c, hw) = (3usize, 9usize);
+    let mut g = GraphBuilder::default();
+    g.input("q", DataType::Uint8, &[Ok(1), Ok(c as i64), Ok(hw as i64), Ok(hw as i64)]);
+    let scale = g.f32_const("s", &[], &[0.037]);
+    let zp = u8_const(&mut g, "zp", 131);
+    let dq = g.node("DequantizeLinear", "dq", &["q", &scale, &zp], vec![]);
+    let pads = g.i64_const("pads", &[8], &[0, 0, 1, 1, 0, 0, 1, 1]);
+    let pad = g.node("Pad", "pad", &[&dq, &pads], vec![]);
+    let pool = g.node(
+        "MaxPool",
+        "pool",
+        &[&pad],
+        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2]))],
+    );
+    let out_hw = (hw + 2 - 3) / 2 + 1;
+    g.node("Relu", "y", &[&pool], vec![]);
+    g.output("y", DataType::Float, &[Ok(1), Ok(c as i64), Ok(out_hw as i64), Ok(out_hw as i64)]);
+    let proto = g.into_model("pool", &[]);
+    // Channel 0 entirely below the zero point, so every window touching the border takes the pad.
+    let q: Vec<u8> =
+        (0..c * hw * hw).map(|i| if i < hw * hw { (i % 131) as u8 } else { (i * 37 % 256) as u8 }).collect();
+    let input = Tensor::from_shape(&[1, c, hw, hw], &q).unwrap();
+    let (fused, standard, rewritten) = standard_and_rewritten(&proto, &[input]);
+    assert_eq!(fused.pools, 1);
+    assert_eq!(standard, rewritten);
+    assert!(standard[..out_hw * out_hw].iter().all(|&v| v == 0.0), "channel 0 is all padding after ReLU");
+    assert!(standard.iter().any(|&v| v > 0.0));
+}
+
+/// Residual sums `Add(DequantizeLinear(q), y)`, with one or both sides dequantized, run as one
+/// op and give bit-identical sums; a broadcasting Add falls back to tract's own ops.
+#[test]
+fn dequantize_add_is_bit_identical() {
+    let shape = [1usize, 4, 5, 6];
+    let n: usize = shape.iter().product();
+    let dims: Vec<Result<i64, &str>> = shape.iter().map(|&d| Ok(d as i64)).collect();
+    let qa: Vec<u8> = (0..n).map(|i| (i * 97 % 256) as u8).collect();
+    let qb: Vec<u8> = (0..n).map(|i| (i * 53 % 256) as u8).collect();
+    let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.731).sin() * 3.0).collect();
+    for case in ["q+y", "y+q", "q+q", "q+broadcast"] {
+        let mut g = GraphBuilder::default();
+        g.input("qa", DataType::Uint8, &dims);
+        let sa = g.f32_const("sa", &[], &[0.0213]);
+        let za = u8_const(&mut g, "za", 119);
+        let da = g.node("DequantizeLinear", "da", &["qa", &sa, &za], vec![]);
+        let mut inputs = vec![Tensor::from_shape(&shape, &qa).unwrap()];
+        let other = match case {
+            "q+q" => {
+                g.input("qb", DataType::Uint8, &dims);
+                let sb = g.f32_const("sb", &[], &[0.0177]);
+                let zb = u8_const(&mut g, "zb", 3);
+                inputs.push(Tensor::from_shape(&shape, &qb).unwrap());
+                g.node("DequantizeLinear", "db", &["qb", &sb, &zb], vec![])
+            }
+            "q+broadcast" => g.f32_const("bias", &[4, 1, 1], &[0.5, -1.25, 2.0, 0.125]),
+            _ => {
+                g.input("y", DataType::Float, &dims);
+                inputs.push(Tensor::from_shape(&shape, &y).unwrap());
+                "y".to_owned()
+            }
+        };
+        let operands = if case == "y+q" { [&other, &da] } else { [&da, &other] };
+        g.node("Add", "sum", &[operands[0], operands[1]], vec![]);
+        g.output("sum", DataType::Float, &dims);
+        let proto = g.into_model("dqadd", &[]);
+        let (fused, standard, rewritten) = standard_and_rewritten(&proto, &inputs);
+        assert_eq!(fused.dequantize_adds, 1, "{case}");
+        assert_eq!(standard, rewritten, "{case}");
+    }
 }
