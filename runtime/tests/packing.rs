@@ -89,3 +89,35 @@ fn k_outer_k4_writer_places_every_element_for_any_slicing() {
         }
     }
 }
+
+/// `PackedI8K4::pack_view` (how tract packs a 1x1 convolution's activations) interleaves full
+/// panels of mn-contiguous rows with SIMD in the patched copy; every layout position must hold
+/// the source element, and K and mn padding must be zero, for contiguous and strided views.
+#[test]
+fn k4_pack_view_places_every_element() {
+    for r in [8usize, 16] {
+        let format = PackedI8K4::new(r);
+        for k in [1usize, 3, 4, 7, 64] {
+            for mn in [1, r - 1, r, 2 * r + 3, 49, 196] {
+                let data: Vec<i8> = (0..k * mn).map(|i| value(i / mn, i % mn)).collect();
+                // [k, mn] row-major (mn contiguous) and its transpose [mn, k] viewed with k first.
+                let kmn = Tensor::from_shape(&[k, mn], &data).unwrap();
+                let mnk = kmn.clone().permute_axes(&[1, 0]).unwrap();
+                for (what, t, k_axis, mn_axis) in [("k x mn", &kmn, 0, 1), ("mn x k", &mnk, 1, 0)] {
+                    let packed = format.pack_view(&t.view(), k_axis, mn_axis).unwrap();
+                    let panel_len = format.single_panel_len(k);
+                    for p in 0..mn.div_ceil(r) {
+                        let ptr = packed.panel_bytes(p, None).unwrap();
+                        let panel = unsafe { std::slice::from_raw_parts(ptr as *const i8, panel_len) };
+                        for (off, &got) in panel.iter().enumerate() {
+                            let (kb, l, kr) = (off / (4 * r), off % (4 * r) / 4, off % 4);
+                            let (kk, m) = (kb * 4 + kr, p * r + l);
+                            let want = if kk < k && m < mn { value(kk, m) } else { 0 };
+                            assert_eq!(got, want, "{what}: r {r} k {k} mn {mn} panel {p} offset {off}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

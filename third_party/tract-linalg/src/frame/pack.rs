@@ -1192,6 +1192,88 @@ where
     }
 }
 
+/// Patched for bit-edge (third_party/README.md): writes `rows[j][l]` to `block[4 * l + j]` for
+/// `l < R`, the K=4-inner layout of four k-rows of one panel. SSE2 (x86_64) and NEON (aarch64)
+/// for R = 8 and 16, scalar otherwise.
+///
+/// # Safety
+/// Each row must be readable for `R` bytes and `block` writable for `4 * R` bytes.
+#[inline(always)]
+pub unsafe fn interleave4<const R: usize>(rows: [*const u8; 4], block: *mut u8) {
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            // SSE2 is part of x86_64's baseline.
+            if R == 16 {
+                let ld = |j: usize| _mm_loadu_si128(rows[j] as *const __m128i);
+                let (a, b, c, d) = (ld(0), ld(1), ld(2), ld(3));
+                let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+                let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+                let o = block as *mut __m128i;
+                _mm_storeu_si128(o, _mm_unpacklo_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
+                _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+                return;
+            }
+            if R == 8 {
+                let ld = |j: usize| _mm_loadl_epi64(rows[j] as *const __m128i);
+                let ab = _mm_unpacklo_epi8(ld(0), ld(1));
+                let cd = _mm_unpacklo_epi8(ld(2), ld(3));
+                let o = block as *mut __m128i;
+                _mm_storeu_si128(o, _mm_unpacklo_epi16(ab, cd));
+                _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(ab, cd));
+                return;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::aarch64::*;
+            // NEON is part of aarch64's baseline; ST4 is exactly this interleave.
+            if R == 16 {
+                let ld = |j: usize| vld1q_u8(rows[j]);
+                vst4q_u8(block, uint8x16x4_t(ld(0), ld(1), ld(2), ld(3)));
+                return;
+            }
+            if R == 8 {
+                let ld = |j: usize| vld1_u8(rows[j]);
+                vst4_u8(block, uint8x8x4_t(ld(0), ld(1), ld(2), ld(3)));
+                return;
+            }
+        }
+        for l in 0..R {
+            let v = u32::from_le_bytes([*rows[0].add(l), *rows[1].add(l), *rows[2].add(l), *rows[3].add(l)]);
+            std::ptr::write_unaligned(block.add(4 * l) as *mut u32, v);
+        }
+    }
+}
+
+/// Patched for bit-edge: `PackedI8K4::pack_view` for rows contiguous along mn, one full panel
+/// at a time with [`interleave4`]; the caller handles a partial last panel.
+unsafe fn pack_k4_contiguous<const R: usize>(
+    src: *const u8,
+    ks: isize,
+    k: usize,
+    mn: usize,
+    dst: *mut u8,
+    pl: usize,
+) {
+    static ZEROS: [u8; 64] = [0; 64];
+    unsafe {
+        for p in 0..mn / R {
+            let panel = dst.add(p * pl);
+            for kb in 0..k.div_ceil(4) {
+                let row = |kr: usize| {
+                    let kk = kb * 4 + kr;
+                    if kk < k { src.offset(kk as isize * ks).add(p * R) } else { ZEROS.as_ptr() }
+                };
+                interleave4::<R>([row(0), row(1), row(2), row(3)], panel.add(kb * 4 * R));
+            }
+        }
+    }
+}
+
 // K=4-inner packing for SDOT/relaxed-dot int8 matmul: 4 contiguous K per mn-lane.
 // Layout: out[(k/4)*r*4 + m*4 + (k%4)] = src[m,k]. k_alignment=4. Matmul path uses
 // pack_view; the conv im2col patchers feed write_with_k_outer in K-outer order.
@@ -1240,13 +1322,26 @@ impl PackedI8K4 {
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
         let (ks, ms) = (st[k_axis], st[mn_axis]);
         let kblocks = kp / 4;
+        // Patched for bit-edge: full panels of rows contiguous along mn are interleaved with
+        // SIMD; only what remains (a partial last panel) goes through the scalar loop below,
+        // after zeroing what it does not write.
+        let fast = ms == 1 && matches!(self.r, 8 | 16) && t.datum_type().size_of() == 1;
+        let first_scalar_panel = if fast { mn / self.r } else { 0 };
+        unsafe {
+            let (src, dst) = (t.as_ptr_unchecked::<u8>(), blob.as_mut_ptr());
+            match (fast, self.r) {
+                (true, 8) => pack_k4_contiguous::<8>(src, ks, k, mn, dst, pl),
+                (true, 16) => pack_k4_contiguous::<16>(src, ks, k, mn, dst, pl),
+                _ => (),
+            }
+        }
+        blob.as_bytes_mut()[first_scalar_panel * pl..].fill(0);
         unsafe {
             let src = t.as_ptr_unchecked::<i8>();
             let dst = blob.as_mut_ptr() as *mut i8;
-            for p in 0..panels {
+            for p in first_scalar_panel..panels {
                 let pw = self.r.min(mn - p * self.r);
                 let panel = dst.add(p * pl);
                 let mn0 = (p * self.r) as isize;
