@@ -68,7 +68,8 @@ pub fn fuse_for_tract(proto: &mut pb::ModelProto) -> Fused {
     let pools = proto.graph.as_mut().map(sink_dequantize_through_pools).unwrap_or(0);
     let group_norm_chains = fuse_group_norms(proto);
     let dequantize_adds = proto.graph.as_mut().map(fuse_dequantize_adds).unwrap_or(0);
-    if dequantize_adds > 0 && !proto.opset_import.iter().any(|o| o.domain == FUSED_DOMAIN) {
+    let custom_ops = group_norm_chains + dequantize_adds;
+    if custom_ops > 0 && !proto.opset_import.iter().any(|o| o.domain == FUSED_DOMAIN) {
         proto.opset_import.push(pb::OperatorSetIdProto { domain: FUSED_DOMAIN.into(), version: 1 });
     }
     Fused { group_norm_chains, pools, dequantize_adds }
@@ -102,21 +103,35 @@ fn is_output(graph: &pb::GraphProto, name: &str) -> bool {
     graph.output.iter().any(|o| o.name == name)
 }
 
-/// A `DequantizeLinear` with scalar scale (> 0) and zero point producing `name`, read by
-/// nothing else: its index, input, scale and zero point.
-fn sole_dequantize(graph: &pb::GraphProto, name: &str) -> Option<(usize, String, f32, f32)> {
-    let d = graph.node.iter().position(|n| {
-        n.op_type == "DequantizeLinear"
-            && n.output.first().map(String::as_str) == Some(name)
-            && n.input.len() == 3
+/// A `DequantizeLinear` with a scalar scale (> 0) and zero point, read by one node only.
+struct SoleDequantize {
+    /// Its index in the graph's nodes.
+    index: usize,
+    /// The quantized tensor it reads.
+    input: String,
+    scale: f32,
+    zero_point: f32,
+    /// The zero point's initializer, if the node names one (absent means 0).
+    zero_point_name: Option<String>,
+}
+
+/// The `DequantizeLinear` producing `name`, if it has scalar parameters and `name` has no
+/// other reader and is not a graph output.
+fn sole_dequantize(graph: &pb::GraphProto, name: &str) -> Option<SoleDequantize> {
+    let index = graph.node.iter().position(|n| {
+        n.op_type == "DequantizeLinear" && n.output.first().map(String::as_str) == Some(name)
     })?;
     if readers(graph, name) != 1 || is_output(graph, name) {
         return None;
     }
-    let node = &graph.node[d];
-    let scale = scalar_initializer(graph, &node.input[1]).filter(|s| *s > 0.0 && s.is_finite())?;
-    let zero_point = scalar_initializer(graph, &node.input[2])?;
-    Some((d, node.input[0].clone(), scale, zero_point))
+    let node = &graph.node[index];
+    let scale = scalar_initializer(graph, node.input.get(1)?).filter(|s| *s > 0.0 && s.is_finite())?;
+    let zero_point_name = node.input.get(2).filter(|n| !n.is_empty()).cloned();
+    let zero_point = match &zero_point_name {
+        Some(z) => scalar_initializer(graph, z)?,
+        None => 0.0,
+    };
+    Some(SoleDequantize { index, input: node.input[0].clone(), scale, zero_point, zero_point_name })
 }
 
 /// `DequantizeLinear(q) -> Pad(constant 0) -> MaxPool` becomes
@@ -136,7 +151,7 @@ fn sink_dequantize_through_pools(graph: &mut pb::GraphProto) -> usize {
             {
                 continue;
             }
-            let Some((d, q, _, _)) = sole_dequantize(graph, &pad.input[0]) else { continue };
+            let Some(dq) = sole_dequantize(graph, &pad.input[0]) else { continue };
             let pad_out = pad.output[0].clone();
             let Some(m) = graph.node.iter().position(|n| {
                 n.op_type == "MaxPool" && n.output.len() == 1 && n.input.first() == Some(&pad_out)
@@ -146,20 +161,20 @@ fn sink_dequantize_through_pools(graph: &mut pb::GraphProto) -> usize {
             if readers(graph, &pad_out) != 1 || is_output(graph, &pad_out) {
                 continue;
             }
-            let zero_point = graph.node[d].input[2].clone();
             let pool_out = graph.node[m].output[0].clone();
             let pool_q = format!("{pool_out}/u8");
             let pad = &mut graph.node[p];
-            pad.input[0] = q;
-            pad.input.resize(2, String::new());
-            pad.input.push(zero_point);
+            pad.input[0] = dq.input;
+            // Padding with the zero point (a missing one is 0, Pad's default) pads with 0.0.
+            pad.input.truncate(2);
+            pad.input.extend(dq.zero_point_name);
             graph.node[m].output[0] = pool_q.clone();
-            let mut dq = graph.node.remove(d);
-            dq.input[0] = pool_q;
-            dq.output[0] = pool_out;
+            let mut node = graph.node.remove(dq.index);
+            node.input[0] = pool_q;
+            node.output[0] = pool_out;
             // After the pool, which moved up by one if the dequantize was before it.
-            let m = if d < m { m - 1 } else { m };
-            graph.node.insert(m + 1, dq);
+            let m = if dq.index < m { m - 1 } else { m };
+            graph.node.insert(m + 1, node);
             done += 1;
             continue 'search;
         }
@@ -189,8 +204,8 @@ fn fuse_dequantize_adds(graph: &mut pb::GraphProto) -> usize {
             node.domain = FUSED_DOMAIN.into();
             let mut remove = Vec::new();
             for (i, side) in sides.into_iter().enumerate() {
-                if let Some((d, q, scale, zero_point)) = side {
-                    node.input[i] = q;
+                if let Some(SoleDequantize { index, input, scale, zero_point, .. }) = side {
+                    node.input[i] = input;
                     let tag = ["a", "b"][i];
                     node.attribute.push(pb::AttributeProto {
                         name: format!("scale_{tag}"),
@@ -204,7 +219,7 @@ fn fuse_dequantize_adds(graph: &mut pb::GraphProto) -> usize {
                         r#type: pb::attribute_proto::AttributeType::Int as i32,
                         ..Default::default()
                     });
-                    remove.push(d);
+                    remove.push(index);
                 }
             }
             graph.node[a] = node;
@@ -228,23 +243,11 @@ fn fuse_group_norms(proto: &mut pb::ModelProto) -> usize {
         return 0;
     }
     let Some(graph) = proto.graph.as_mut() else { return 0 };
-    let scalar = |name: &str| -> Option<f32> {
-        let t = graph.initializer.iter().find(|t| t.name == name)?;
-        match (t.data_type, t.raw_data.len(), t.float_data.as_slice()) {
-            (1, 4, _) => Some(f32::from_le_bytes(t.raw_data[..4].try_into().ok()?)),
-            (1, 0, [v]) => Some(*v),
-            _ => None,
-        }
-    };
-    let readers =
-        |name: &str| -> usize { graph.node.iter().filter(|n| n.input.iter().any(|i| i == name)).count() };
-    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    // An intermediate value the fusion removes: read by one node only, not a graph output.
+    let sole = |name: &str| readers(graph, name) == 1 && !is_output(graph, name);
     let mut chains = Vec::new();
     for (g, gn) in graph.node.iter().enumerate() {
-        if gn.op_type != "GroupNormalization"
-            || readers(&gn.output[0]) != 1
-            || outputs.contains(&gn.output[0].as_str())
-        {
+        if gn.op_type != "GroupNormalization" || !sole(&gn.output[0]) {
             continue;
         }
         let Some(c) =
@@ -253,11 +256,8 @@ fn fuse_group_norms(proto: &mut pb::ModelProto) -> usize {
             continue;
         };
         let clip = &graph.node[c];
-        let bounds = (clip.input.get(1).and_then(|n| scalar(n)), clip.input.get(2).and_then(|n| scalar(n)));
-        if bounds != (Some(0.0), Some(255.0))
-            || readers(&clip.output[0]) != 1
-            || outputs.contains(&clip.output[0].as_str())
-        {
+        let bound = |i: usize| clip.input.get(i).and_then(|n| scalar_initializer(graph, n));
+        if (bound(1), bound(2)) != (Some(0.0), Some(255.0)) || !sole(&clip.output[0]) {
             continue;
         }
         let Some(k) = graph.node.iter().position(|n| {
@@ -274,20 +274,8 @@ fn fuse_group_norms(proto: &mut pb::ModelProto) -> usize {
     // GroupNorm is invariant to shifting its input, and scaling it by s only scales eps by
     // 1/s^2: GN(s (q - zp), eps) = GN(q, eps / s^2). So a DequantizeLinear feeding the chain
     // (a conv output read by nothing else) is absorbed and the op reads the u8 directly.
-    let absorbed: Vec<Option<(usize, f32, String)>> = chains
-        .iter()
-        .map(|&(g, _, _)| {
-            let input = &graph.node[g].input[0];
-            let d = graph.node.iter().position(|n| {
-                n.op_type == "DequantizeLinear" && n.output.first() == Some(input) && n.input.len() >= 2
-            })?;
-            if readers(input) != 1 || outputs.contains(&input.as_str()) {
-                return None;
-            }
-            let s = scalar(&graph.node[d].input[1]).filter(|s| *s > 0.0)?;
-            Some((d, s, graph.node[d].input[0].clone()))
-        })
-        .collect();
+    let absorbed: Vec<Option<SoleDequantize>> =
+        chains.iter().map(|&(g, _, _)| sole_dequantize(graph, &graph.node[g].input[0])).collect();
     let mut remove = Vec::new();
     for (&(g, c, k), absorbed) in chains.iter().zip(absorbed) {
         let out = graph.node[k].output[0].clone();
@@ -295,24 +283,21 @@ fn fuse_group_norms(proto: &mut pb::ModelProto) -> usize {
         gn.op_type = FUSED_OP.into();
         gn.domain = FUSED_DOMAIN.into();
         gn.output = vec![out];
-        if let Some((d, input_scale, q)) = absorbed {
-            gn.input[0] = q;
+        if let Some(dq) = absorbed {
+            gn.input[0] = dq.input;
             gn.attribute.push(pb::AttributeProto {
                 name: "input_scale".into(),
-                f: input_scale,
+                f: dq.scale,
                 r#type: pb::attribute_proto::AttributeType::Float as i32,
                 ..Default::default()
             });
-            remove.push(d);
+            remove.push(dq.index);
         }
         remove.extend([c, k]);
     }
     remove.sort_unstable();
     for i in remove.into_iter().rev() {
         graph.node.remove(i);
-    }
-    if !chains.is_empty() && !proto.opset_import.iter().any(|o| o.domain == FUSED_DOMAIN) {
-        proto.opset_import.push(pb::OperatorSetIdProto { domain: FUSED_DOMAIN.into(), version: 1 });
     }
     chains.len()
 }
@@ -491,7 +476,7 @@ pub fn group_norm_quantize<T: Copy + Into<f32>>(
 
 /// How a [`DequantizeAdd`] input becomes f32: as is, or `(q - zero_point) * scale`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Dequantize {
+struct Dequantize {
     scale: f32,
     zero_point: i32,
 }
