@@ -78,6 +78,35 @@ fn every_convolution_runs_on_integer_kernels() {
     assert!(!float.is_empty() && float.iter().all(|n| n.starts_with("head/")), "float matmuls: {float:?}");
 }
 
+/// Loaded by the runtime, every integer matmul covers its convolution's whole output in one
+/// call: a 1x1 convolution over NCHW is one matmul over H*W, not one per image row. (tract
+/// 0.23.9 merged H and W only for float matmuls; `third_party/tract-core` extends that to
+/// quantized ones, which took the int8 BiT-S-R50x1 from 29 to 23 ms on one x86 thread.)
+#[test]
+fn integer_matmuls_cover_whole_convolutions() {
+    let (_, int8) = int8_fixture();
+    let options = bit_runtime::LoadOptions { input_size: Some(128), threads: 1, labels: None };
+    let model = bit_runtime::Model::load(int8, &options).unwrap();
+    let typed = model.plan().model();
+    let mut checked = 0;
+    for node in typed.nodes().iter().filter(|n| n.op().name() == "OptMatMul") {
+        if node.name.starts_with("head/") {
+            continue;
+        }
+        // e.g. "c_shape:1,128,784,U8, c_m_axis:Some(1) c_n_axis:Some(2) m:128 n:784"
+        let info = node.op().info().unwrap().join(" ");
+        let field = |key: &str| -> usize {
+            let rest =
+                info.split(key).nth(1).unwrap_or_else(|| panic!("{}: no `{key}` in {info}", node.name));
+            rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        };
+        let volume: usize = node.outputs[0].fact.shape.as_concrete().unwrap().iter().product();
+        assert_eq!(field(" m:") * field(" n:"), volume, "{}: {info}", node.name);
+        checked += 1;
+    }
+    assert_eq!(checked, 17, "integer matmuls");
+}
+
 /// Plain QLinearConv (ONNX semantics): integer accumulation of zero-point-corrected values
 /// (padding contributes real zero), requantization by `x_scale * w_scale / y_scale` in f32,
 /// round half to even, add the output zero point, saturate to u8.
