@@ -569,38 +569,139 @@ fn u8_const(g: &mut GraphBuilder, name: &str, v: u8) -> String {
     g.raw_const(name, &[], DataType::Uint8, vec![v])
 }
 
-/// BiT's stem `DequantizeLinear -> Pad(0) -> MaxPool` runs as a u8 pool padded with the zero
-/// point, then dequantizes: bit-identical, also where values below the zero point (negative
-/// floats) meet the padding.
+/// BiT's stem `DequantizeLinear -> Pad(0) -> MaxPool` runs as one 8-bit pool padded with the
+/// zero point, then dequantizes: bit-identical on several geometries, u8 and i8, also where
+/// values below the zero point (negative floats) meet the padding. Pools the 8-bit op does
+/// not cover (dilated, ceil rounding) keep tract's pool on 8-bit values, also bit-identical.
 #[test]
-fn stem_pool_on_u8_is_bit_identical() {
-    let (c, hw) = (3usize, 9usize);
-    let mut g = GraphBuilder::default();
-    g.input("q", DataType::Uint8, &[Ok(1), Ok(c as i64), Ok(hw as i64), Ok(hw as i64)]);
-    let scale = g.f32_const("s", &[], &[0.037]);
-    let zp = u8_const(&mut g, "zp", 131);
-    let dq = g.node("DequantizeLinear", "dq", &["q", &scale, &zp], vec![]);
-    let pads = g.i64_const("pads", &[8], &[0, 0, 1, 1, 0, 0, 1, 1]);
-    let pad = g.node("Pad", "pad", &[&dq, &pads], vec![]);
-    let pool = g.node(
-        "MaxPool",
-        "pool",
-        &[&pad],
-        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2]))],
-    );
-    let out_hw = (hw + 2 - 3) / 2 + 1;
-    g.node("Relu", "y", &[&pool], vec![]);
-    g.output("y", DataType::Float, &[Ok(1), Ok(c as i64), Ok(out_hw as i64), Ok(out_hw as i64)]);
-    let proto = g.into_model("pool", &[]);
-    // Channel 0 entirely below the zero point, so every window touching the border takes the pad.
-    let q: Vec<u8> =
-        (0..c * hw * hw).map(|i| if i < hw * hw { (i % 131) as u8 } else { (i * 37 % 256) as u8 }).collect();
-    let input = Tensor::from_shape(&[1, c, hw, hw], &q).unwrap();
-    let (fused, standard, rewritten) = standard_and_rewritten(&proto, &[input]);
-    assert_eq!(fused.pools, 1);
-    assert_eq!(standard, rewritten);
-    assert!(standard[..out_hw * out_hw].iter().all(|&v| v == 0.0), "channel 0 is all padding after ReLU");
-    assert!(standard.iter().any(|&v| v > 0.0));
+fn stem_pool_on_8_bit_values_is_bit_identical() {
+    struct Case {
+        hw: usize,
+        pads: [i64; 4],
+        kernel: usize,
+        stride: usize,
+        signed: bool,
+        /// A pool attribute the 8-bit op does not cover, and how it reads.
+        extra: Option<(&'static str, Attr, &'static str)>,
+    }
+    let case = |hw, pads, kernel, stride, signed, extra| Case { hw, pads, kernel, stride, signed, extra };
+    let cases = [
+        case(9, [1, 1, 1, 1], 3, 2, false, None),
+        case(10, [1, 1, 1, 1], 3, 2, false, None),
+        case(10, [1, 1, 1, 1], 3, 2, true, None),
+        case(8, [0, 0, 0, 0], 2, 2, false, None),
+        case(11, [0, 1, 2, 0], 3, 1, true, None),
+        case(7, [2, 2, 2, 2], 5, 3, false, None),
+        case(9, [1, 1, 1, 1], 3, 2, false, Some(("ceil_mode", Attr::Int(1), "ceil_mode 1"))),
+        case(9, [1, 1, 1, 1], 3, 1, false, Some(("dilations", Attr::Ints(vec![2, 2]), "dilations 2"))),
+    ];
+    let c = 3usize;
+    for Case { hw, pads: [t, l, b, r], kernel, stride, signed, extra } in cases {
+        let label = format!(
+            "{hw}x{hw}, pads {:?}, {kernel}x{kernel}/{stride}, signed {signed}, {}",
+            [t, l, b, r],
+            extra.as_ref().map_or("", |e| e.2)
+        );
+        let (elem, zp_value) = if signed { (DataType::Int8, -7i8 as u8) } else { (DataType::Uint8, 131) };
+        let mut g = GraphBuilder::default();
+        g.input("q", elem, &[Ok(1), Ok(c as i64), Ok(hw as i64), Ok(hw as i64)]);
+        let scale = g.f32_const("s", &[], &[0.037]);
+        let zp = g.raw_const("zp", &[], elem, vec![zp_value]);
+        let dq = g.node("DequantizeLinear", "dq", &["q", &scale, &zp], vec![]);
+        let pads = g.i64_const("pads", &[8], &[0, 0, t, l, 0, 0, b, r]);
+        let pad = g.node("Pad", "pad", &[&dq, &pads], vec![]);
+        let mut attrs = vec![
+            ("kernel_shape", Attr::Ints(vec![kernel as i64; 2])),
+            ("strides", Attr::Ints(vec![stride as i64; 2])),
+        ];
+        let fallback = extra.is_some();
+        attrs.extend(extra.map(|(name, attr, _)| (name, attr)));
+        g.node("MaxPool", "y", &[&pad], attrs);
+        g.output("y", DataType::Float, &[Ok(1), Ok(c as i64), Err("h"), Err("w")]);
+        let proto = g.into_model("pool", &[]);
+        // Channel 0 entirely below the zero point, so every window touching the border takes
+        // the pad; the others spread over the whole range.
+        let n = hw * hw;
+        let q: Vec<u8> = (0..c * n)
+            .map(|i| if i < n { zp_value.wrapping_sub(1 + (i % 90) as u8) } else { (i * 37 % 256) as u8 })
+            .collect();
+        let input = if signed {
+            let q: Vec<i8> = q.iter().map(|&v| v as i8).collect();
+            Tensor::from_shape(&[1, c, hw, hw], &q).unwrap()
+        } else {
+            Tensor::from_shape(&[1, c, hw, hw], &q).unwrap()
+        };
+        let (fused, standard, rewritten) = standard_and_rewritten(&proto, &[input]);
+        assert_eq!((fused.pools, fused.pools_8bit), (1, usize::from(!fallback)), "{label}");
+        assert_eq!(standard, rewritten, "{label}");
+        assert!(standard.iter().any(|&v| v > 0.0), "{label}");
+        // Channel 0: windows that touch the padding give exactly 0.0 (the pad), the others
+        // a negative value.
+        let channel0 = &standard[..standard.len() / c];
+        assert!(channel0.iter().all(|&v| v <= 0.0), "{label}");
+        assert!(channel0.iter().any(|&v| v < 0.0), "{label}");
+        assert_eq!(channel0.contains(&0.0), t + l + b + r > 0, "{label}");
+    }
+}
+
+/// A 1x1 convolution with stride s and no padding (BiT's projections) runs as a pixel pick
+/// and a stride-1 convolution: bit-identical for QLinearConv and float Conv, even and odd
+/// sizes, equal and unequal strides. Padded or larger-kernel convolutions are left alone.
+#[test]
+fn strided_pointwise_convs_subsample_bit_identically() {
+    let (ci, co) = (5usize, 3usize);
+    let cases: [(&str, usize, [i64; 2], i64, usize); 6] = [
+        ("QLinearConv", 8, [2, 2], 0, 1),
+        ("QLinearConv", 7, [2, 2], 0, 1),
+        ("QLinearConv", 9, [3, 2], 0, 1),
+        ("Conv", 7, [2, 2], 0, 1),
+        ("QLinearConv", 8, [2, 2], 1, 0),
+        ("QLinearConv", 8, [1, 1], 0, 0),
+    ];
+    for (op, hw, strides, pad, expected) in cases {
+        let label = format!("{op} on {hw}x{hw}, strides {strides:?}, pads {pad}");
+        let mut g = GraphBuilder::default();
+        let x_elem = if op == "Conv" { DataType::Float } else { DataType::Uint8 };
+        g.input("x", x_elem, &[Ok(1), Ok(ci as i64), Ok(hw as i64), Ok(hw as i64)]);
+        let weights: Vec<i8> = (0..co * ci).map(|i| ((i * 41 % 200) as i32 - 100) as i8).collect();
+        let attrs = vec![
+            ("kernel_shape", Attr::Ints(vec![1, 1])),
+            ("strides", Attr::Ints(strides.to_vec())),
+            ("pads", Attr::Ints(vec![pad; 4])),
+        ];
+        let y = if op == "Conv" {
+            let w: Vec<f32> = weights.iter().map(|&v| v as f32 * 0.01).collect();
+            let w = g.f32_const("w", &[co, ci, 1, 1], &w);
+            g.node("Conv", "y", &["x", &w], attrs)
+        } else {
+            let xs = g.f32_const("xs", &[], &[0.02]);
+            let xz = u8_const(&mut g, "xz", 17);
+            let w =
+                g.raw_const("w", &[co, ci, 1, 1], DataType::Int8, weights.iter().map(|&v| v as u8).collect());
+            let ws = g.f32_const("ws", &[], &[0.003]);
+            let wz = g.raw_const("wz", &[], DataType::Int8, vec![0]);
+            let ys = g.f32_const("ys", &[], &[0.05]);
+            let yz = u8_const(&mut g, "yz", 128);
+            let q = g.node("QLinearConv", "qconv", &["x", &xs, &xz, &w, &ws, &wz, &ys, &yz], attrs);
+            g.node("DequantizeLinear", "y", &[&q, &ys, &yz], vec![])
+        };
+        g.output(&y, DataType::Float, &[Ok(1), Ok(co as i64), Err("h"), Err("w")]);
+        let proto = g.into_model("subsample", &[]);
+        let n = ci * hw * hw;
+        let input = if op == "Conv" {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            Tensor::from_shape(&[1, ci, hw, hw], &x).unwrap()
+        } else {
+            let x: Vec<u8> = (0..n).map(|i| (i * 59 % 256) as u8).collect();
+            Tensor::from_shape(&[1, ci, hw, hw], &x).unwrap()
+        };
+        let (fused, standard, rewritten) = standard_and_rewritten(&proto, &[input]);
+        assert_eq!(fused.subsampled_convs, expected, "{label}");
+        assert_eq!(standard, rewritten, "{label}");
+        let out_hw = |s: i64| (hw as i64 + 2 * pad - 1) / s + 1;
+        assert_eq!(standard.len() as i64, co as i64 * out_hw(strides[0]) * out_hw(strides[1]), "{label}");
+        assert!(standard.iter().any(|&v| v != 0.0), "{label}");
+    }
 }
 
 /// Residual sums `Add(DequantizeLinear(q), y)`, with one or both sides dequantized, run as one
