@@ -8,13 +8,22 @@
 //! one pass for the mean, one for the variance, one that writes u8 directly. The model file
 //! stays standard ONNX; only the runtime's view of it changes.
 //!
-//! Two more rewrites keep activations in 8 bits where that is exact:
-//! - `DequantizeLinear -> Pad(0) -> MaxPool` (BiT's stem) becomes `Pad(zero point) -> MaxPool ->
-//!   DequantizeLinear`: dequantizing is monotonic and maps the zero point to 0, so the max
-//!   and the padding commute with it, and the pool runs on u8 instead of f32. The
-//!   DequantizeLinear then feeds the GroupNorm chain and is absorbed by it.
+//! More rewrites keep activations in 8 bits where that is exact, or skip generic passes:
+//! - `DequantizeLinear -> Pad(0) -> MaxPool` (BiT's stem) becomes `MaxPool8(q, padded with
+//!   the zero point) -> DequantizeLinear` ([`MaxPool8`]): dequantizing is monotonic and maps
+//!   the zero point to 0, so the max and the padding commute with it, and the pool runs on
+//!   8-bit values instead of f32. The DequantizeLinear then feeds the GroupNorm chain and is
+//!   absorbed by it. A pool with settings `MaxPool8` does not cover (dilation, ceil rounding)
+//!   becomes `Pad(zero point) -> MaxPool -> DequantizeLinear` instead.
 //! - `Add(DequantizeLinear(q), y)` (each residual sum) becomes one [`DequantizeAdd`] pass
 //!   instead of writing and re-reading an f32 tensor.
+//! - A 1x1 convolution with stride s and no padding (BiT's projections) reads a
+//!   [`Subsample`] of its input with stride 1: one pass, where tract inserts a generic
+//!   Downsample per axis.
+//!
+//! The GroupNorm and DequantizeAdd kernels are plain Rust written to vectorize; on x86_64
+//! they run as an AVX2 build where the CPU has it (`simd_dispatch`), with FMA off so that
+//! every target computes the same bits.
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
