@@ -107,6 +107,24 @@ fn integer_matmuls_cover_whole_convolutions() {
     assert_eq!(checked, 17, "integer matmuls");
 }
 
+/// The int8 model gives the same logits, to the bit, on one thread and on three: tract's
+/// threaded matmuls split tiles, not sums, and the runtime's own ops split independent
+/// groups and blocks over the same pool.
+#[test]
+fn int8_logits_do_not_depend_on_the_thread_count() {
+    let (_, int8) = int8_fixture();
+    let logits = |threads: usize| {
+        let options = bit_runtime::LoadOptions { input_size: Some(128), threads, labels: None };
+        let mut model = bit_runtime::Model::load(int8, &options).unwrap();
+        let input: Vec<f32> =
+            (0..model.input_len()).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        model.logits(&input).unwrap()
+    };
+    let one = logits(1);
+    assert!(one.iter().any(|&v| v != 0.0));
+    assert_eq!(one, logits(3));
+}
+
 /// Plain QLinearConv (ONNX semantics): integer accumulation of zero-point-corrected values
 /// (padding contributes real zero), requantization by `x_scale * w_scale / y_scale` in f32,
 /// round half to even, add the output zero point, saturate to u8.
@@ -165,6 +183,7 @@ fn qlinear_conv_matches_plain_integer_semantics_exactly() {
     // (name, cin, cout, kernel, stride, pad, spatial): the four kinds of BiT convolution, then
     // shapes for the panel-major im2col of the patched tract-core: output rows shorter and
     // longer than a panel, a single partial panel, K not a multiple of 4, no padding, 5x5.
+    // Each also runs on two threads, which must give the same bytes.
     for (name, c, o, k, stride, pad, hw) in [
         ("7x7/2", 3, 16, 7, 2, 3, 23),
         ("1x1", 32, 24, 1, 1, 0, 9),
@@ -177,6 +196,9 @@ fn qlinear_conv_matches_plain_integer_semantics_exactly() {
         ("3x3/1 K=27", 3, 16, 3, 1, 1, 19),
         ("3x3/1 unpadded", 8, 16, 3, 1, 0, 20),
         ("5x5/1", 4, 16, 5, 1, 2, 18),
+        // Large enough (k x n >= 32768) for the im2col to split its panels over threads.
+        ("7x7/2 at 61", 3, 16, 7, 2, 3, 61),
+        ("3x3/1 at 37", 32, 16, 3, 1, 1, 37),
     ] {
         let x: Vec<u8> = (0..c * hw * hw).map(|_| (next() % 256) as u8).collect();
         let w: Vec<i8> = (0..o * c * k * k).map(|_| (next() % 255) as i8).map(|v| v.max(-127)).collect();
@@ -207,11 +229,21 @@ fn qlinear_conv_matches_plain_integer_semantics_exactly() {
         let oh = (hw + 2 * pad - k) / stride + 1;
         g.output("y", DataType::Uint8, &[Ok(1), Ok(o as i64), Ok(oh as i64), Ok(oh as i64)]);
         let proto = g.into_model("qconv", &[]);
-        let plan =
-            onnx().model_for_proto_model(&proto).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+        let model = onnx().model_for_proto_model(&proto).unwrap().into_optimized().unwrap();
         let input = Tensor::from_shape(&[1, c, hw, hw], &x).unwrap();
-        let out = plan.run(tvec!(input.into_tvalue())).unwrap();
-        let got: Vec<u8> = out[0].to_plain_array_view::<u8>().unwrap().iter().copied().collect();
+        let run = |threads: usize| -> Vec<u8> {
+            use tract_onnx::tract_core::tract_linalg::multithread::Executor;
+            let executor = if threads == 1 { Executor::SingleThread } else { Executor::multithread(threads) };
+            let options = tract_onnx::tract_core::runtime::RunOptions {
+                executor: Some(executor),
+                ..Default::default()
+            };
+            let plan = model.clone().into_runnable_with_options(&options).unwrap();
+            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+            out[0].to_plain_array_view::<u8>().unwrap().iter().copied().collect()
+        };
+        let got = run(1);
+        assert_eq!(got, run(2), "{name}: two threads compute other bytes");
         let want = qlinear_conv_reference(&x, (c, hw, hw), xs, xz, &w, (o, k), ws, ys, yz, stride, pad);
         let diffs = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         let saturated = want.iter().filter(|&&v| v == 0 || v == 255).count();

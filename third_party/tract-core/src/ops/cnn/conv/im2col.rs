@@ -624,6 +624,7 @@ impl Patcher {
 mod panel_major {
     use super::*;
 
+    #[derive(Clone, Copy)]
     enum Layout {
         /// (k, n) at (n / r) * panel_len + k * r + n % r.
         KOuter,
@@ -719,65 +720,76 @@ mod panel_major {
                     ((dy + pt as isize) as usize) * wp + (dx + pl as isize) as usize
                 })
                 .collect();
-            let padded = padded.as_ptr();
-            // Four k-rows of the current panel, each with room for a segment copy that starts
-            // at the last lane (R bytes from lane R - 1).
-            let mut rows = [[0u8; 64]; 4];
-            // (first lane, base offset) of each run of consecutive positions in one output row.
-            let mut segments: Vec<(usize, usize)> = Vec::with_capacity(R + 1);
-            let mut bases = [0usize; R];
-            for p in 0..n.div_ceil(R) {
-                let n0 = p * R;
-                let lanes = R.min(n - n0);
-                for (l, b) in bases.iter_mut().enumerate().take(lanes) {
-                    let pos = n0 + l;
-                    *b = (pos / wo) * sy * wp + (pos % wo) * sx;
-                }
-                segments.clear();
-                if sx == 1 {
-                    for l in 0..lanes {
-                        if l == 0 || (n0 + l) % wo == 0 {
-                            segments.push((l, bases[l]));
+            // Panels are independent: they are spread over the executor's threads (whole
+            // panels per chunk, so the bytes do not depend on the split).
+            let panels = n.div_ceil(R);
+            let out = std::slice::from_raw_parts_mut(out, panels * panel_len);
+            let padded_addr = padded.as_ptr() as usize;
+            let koff = &koff;
+            let per_chunk = |first: usize, chunk: &mut [u8]| -> TractResult<()> {
+                let padded = padded_addr as *const u8;
+                // Four k-rows of the current panel, each with room for a segment copy that
+                // starts at the last lane (R bytes from lane R - 1).
+                let mut rows = [[0u8; 64]; 4];
+                // (first lane, base offset) of each run of consecutive positions in one output
+                // row.
+                let mut segments: Vec<(usize, usize)> = Vec::with_capacity(R + 1);
+                let mut bases = [0usize; R];
+                for (i, panel) in chunk.chunks_exact_mut(panel_len).enumerate() {
+                    let n0 = (first + i) * R;
+                    let lanes = R.min(n - n0);
+                    for (l, b) in bases.iter_mut().enumerate().take(lanes) {
+                        let pos = n0 + l;
+                        *b = (pos / wo) * sy * wp + (pos % wo) * sx;
+                    }
+                    segments.clear();
+                    if sx == 1 {
+                        for l in 0..lanes {
+                            if l == 0 || (n0 + l) % wo == 0 {
+                                segments.push((l, bases[l]));
+                            }
                         }
                     }
-                }
-                let panel = out.add(p * panel_len);
-                for c in 0..cig {
-                    for (kitem, &ko) in koff.iter().enumerate() {
-                        let kk = c * kernel_len + kitem;
-                        let row = &mut rows[kk % 4];
-                        let src = padded.add(c * plane + ko);
-                        if sx == 1 {
-                            for &(l, b) in &segments {
-                                std::ptr::copy_nonoverlapping(src.add(b), row.as_mut_ptr().add(l), R);
+                    let panel = panel.as_mut_ptr();
+                    for c in 0..cig {
+                        for (kitem, &ko) in koff.iter().enumerate() {
+                            let kk = c * kernel_len + kitem;
+                            let row = &mut rows[kk % 4];
+                            let src = padded.add(c * plane + ko);
+                            if sx == 1 {
+                                for &(l, b) in &segments {
+                                    std::ptr::copy_nonoverlapping(src.add(b), row.as_mut_ptr().add(l), R);
+                                }
+                            } else {
+                                for l in 0..lanes {
+                                    row[l] = *src.add(bases[l]);
+                                }
                             }
-                        } else {
-                            for l in 0..lanes {
-                                row[l] = *src.add(bases[l]);
-                            }
-                        }
-                        row[lanes..R].fill(0);
-                        match layout {
-                            Layout::KOuter => {
-                                std::ptr::copy_nonoverlapping(row.as_ptr(), panel.add(kk * R), R);
-                            }
-                            Layout::K4 => {
-                                if kk % 4 == 3 || kk == k - 1 {
-                                    for r in &mut rows[kk % 4 + 1..] {
-                                        r[..R].fill(0);
+                            row[lanes..R].fill(0);
+                            match layout {
+                                Layout::KOuter => {
+                                    std::ptr::copy_nonoverlapping(row.as_ptr(), panel.add(kk * R), R);
+                                }
+                                Layout::K4 => {
+                                    if kk % 4 == 3 || kk == k - 1 {
+                                        for r in &mut rows[kk % 4 + 1..] {
+                                            r[..R].fill(0);
+                                        }
+                                        let r = |j: usize| rows[j].as_ptr();
+                                        tract_linalg::pack::interleave4::<R>(
+                                            [r(0), r(1), r(2), r(3)],
+                                            panel.add((kk / 4) * 4 * R),
+                                        );
                                     }
-                                    let r = |j: usize| rows[j].as_ptr();
-                                    tract_linalg::pack::interleave4::<R>(
-                                        [r(0), r(1), r(2), r(3)],
-                                        panel.add((kk / 4) * 4 * R),
-                                    );
                                 }
                             }
                         }
                     }
                 }
-            }
-            true
+                Ok(())
+            };
+            // The closure never fails.
+            tract_linalg::multithread::par_chunks_mut(out, panel_len, k * n, per_chunk).is_ok()
         }
     }
 }
