@@ -544,7 +544,7 @@ impl EvalOp for GroupNormQuantizeU8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
         let shape = input.shape();
-        let (batch, channels) = (shape[0], shape[1]);
+        let channels = shape[1];
         let spatial: usize = shape[2..].iter().product();
         let mut output = unsafe { Tensor::uninitialized::<u8>(shape)? };
         {
@@ -554,18 +554,10 @@ impl EvalOp for GroupNormQuantizeU8 {
             let (g, e, sc, bi) = (self.groups, self.eps, &self.scale[..], &self.bias[..]);
             match input.datum_type() {
                 DatumType::F32 => {
-                    let x = x.as_slice::<f32>()?;
-                    simd_dispatch(
-                        #[inline(always)]
-                        || group_norm_quantize(x, out, batch, channels, spatial, g, e, sc, bi),
-                    )
+                    group_norm_quantize_on_pool(x.as_slice::<f32>()?, out, channels, spatial, g, e, sc, bi)?
                 }
                 DatumType::U8 => {
-                    let x = x.as_slice::<u8>()?;
-                    simd_dispatch(
-                        #[inline(always)]
-                        || group_norm_quantize(x, out, batch, channels, spatial, g, e, sc, bi),
-                    )
+                    group_norm_quantize_on_pool(x.as_slice::<u8>()?, out, channels, spatial, g, e, sc, bi)?
                 }
                 dt => bail!("{FUSED_OP}: unsupported input type {dt:?}"),
             }
@@ -614,46 +606,62 @@ fn simd_dispatch<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The kernel: `out = u8(clamp((x - mean_g) / sqrt(var_g + eps) * scale_c + bias_c, 0, 255))`.
+/// [`group_norm_quantize_group`] over every group of every batch item of NCHW `x`, whole
+/// groups spread over the threads of tract's executor (`par_chunks_mut`: inline on one
+/// thread). Groups are independent, so the result does not depend on the split.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn group_norm_quantize<T: Copy + Into<f32>>(
+fn group_norm_quantize_on_pool<T: Copy + Into<f32> + Sync>(
     x: &[T],
     out: &mut [u8],
-    batch: usize,
     channels: usize,
     spatial: usize,
     groups: usize,
     eps: f32,
     scale: &[f32],
     bias: &[f32],
-) {
+) -> TractResult<()> {
     let per_group = channels / groups * spatial;
-    for b in 0..batch {
-        for g in 0..groups {
-            let start = (b * channels) * spatial + g * per_group;
-            let xs = &x[start..start + per_group];
-            let n = per_group as f32;
-            let mean = lane_sum(xs, |v| v) / n;
-            let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
-            let inv = 1.0 / (var + eps).sqrt();
-            for (k, (xc, oc)) in xs
-                .chunks_exact(spatial)
-                .zip(out[start..start + per_group].chunks_exact_mut(spatial))
-                .enumerate()
-            {
-                let c = g * (channels / groups) + k;
-                let a = inv * scale[c];
-                let shift = bias[c] - mean * a;
-                for (o, v) in oc.iter_mut().zip(xc) {
-                    // `max` maps NaN to 0, so y is finite and in [0, 255]; `clamp` would keep NaN.
-                    #[allow(clippy::manual_clamp)]
-                    let y = ((*v).into() * a + shift).max(0.0).min(255.0);
-                    // SAFETY: y is finite and within i32's range (see above). A saturating
-                    // `as u8` here does not vectorize and costs 4x as much.
-                    *o = unsafe { y.to_int_unchecked::<i32>() } as u8;
-                }
-            }
+    let chunk = |first: usize, os: &mut [u8]| -> TractResult<()> {
+        let xs = &x[first * per_group..][..os.len()];
+        for (i, (xs, os)) in xs.chunks_exact(per_group).zip(os.chunks_exact_mut(per_group)).enumerate() {
+            let c0 = (first + i) % groups * (channels / groups);
+            let (sc, bi) = (&scale[c0..], &bias[c0..]);
+            simd_dispatch(
+                #[inline(always)]
+                || group_norm_quantize_group(xs, os, spatial, eps, sc, bi),
+            )
+        }
+        Ok(())
+    };
+    tract_linalg::multithread::par_chunks_mut(out, per_group, x.len(), chunk)
+}
+
+/// The kernel, for one group: `out = u8(clamp((x - mean_g) / sqrt(var_g + eps) * scale_c +
+/// bias_c, 0, 255))`. `xs` and `out` hold the group's channels (`spatial` values each),
+/// `scale` and `bias` start at its first channel.
+#[inline(always)]
+fn group_norm_quantize_group<T: Copy + Into<f32>>(
+    xs: &[T],
+    out: &mut [u8],
+    spatial: usize,
+    eps: f32,
+    scale: &[f32],
+    bias: &[f32],
+) {
+    let n = xs.len() as f32;
+    let mean = lane_sum(xs, |v| v) / n;
+    let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for (c, (xc, oc)) in xs.chunks_exact(spatial).zip(out.chunks_exact_mut(spatial)).enumerate() {
+        let a = inv * scale[c];
+        let shift = bias[c] - mean * a;
+        for (o, v) in oc.iter_mut().zip(xc) {
+            // `max` maps NaN to 0, so y is finite and in [0, 255]; `clamp` would keep NaN.
+            #[allow(clippy::manual_clamp)]
+            let y = ((*v).into() * a + shift).max(0.0).min(255.0);
+            // SAFETY: y is finite and within i32's range (see above). A saturating
+            // `as u8` here does not vectorize and costs 4x as much.
+            *o = unsafe { y.to_int_unchecked::<i32>() } as u8;
         }
     }
 }
@@ -768,17 +776,28 @@ impl Op for DequantizeAdd {
     tract_onnx::tract_core::op_as_typed_op!();
 }
 
-#[inline(always)]
-fn dequantize_add_into<A: Copy, B: Copy>(
+/// `out = fa(a) + fb(b)`, element by element, in blocks spread over the threads of tract's
+/// executor (`par_chunks_mut`: inline on one thread).
+fn dequantize_add_into<A: Copy + Sync, B: Copy + Sync>(
     a: &[A],
     b: &[B],
     out: &mut [f32],
-    fa: impl Fn(A) -> f32,
-    fb: impl Fn(B) -> f32,
-) {
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        *o = fa(*x) + fb(*y);
-    }
+    fa: impl Fn(A) -> f32 + Sync + Send,
+    fb: impl Fn(B) -> f32 + Sync + Send,
+) -> TractResult<()> {
+    let chunk = |first: usize, out: &mut [f32]| -> TractResult<()> {
+        let (a, b) = (&a[first..][..out.len()], &b[first..][..out.len()]);
+        simd_dispatch(
+            #[inline(always)]
+            || {
+                for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                    *o = fa(*x) + fb(*y);
+                }
+            },
+        );
+        Ok(())
+    };
+    tract_linalg::multithread::par_chunks_mut(out, 1, out.len(), chunk)
 }
 
 impl EvalOp for DequantizeAdd {
@@ -800,34 +819,25 @@ impl EvalOp for DequantizeAdd {
             let i8b = move |v: i8| (v as i32 - db.zero_point) as f32 * db.scale;
             let id = |v: f32| v;
             use DatumType::{F32, I8, U8};
-            let types = (sa.is_some(), inputs[0].datum_type(), sb.is_some(), inputs[1].datum_type());
-            simd_dispatch(
-                #[inline(always)]
-                || -> TractResult<()> {
-                    // One monomorphized loop per pair of input types.
-                    macro_rules! add {
-                        ($fa:expr, $fb:expr) => {
-                            dequantize_add_into(a.as_slice()?, b.as_slice()?, out, $fa, $fb)
-                        };
-                    }
-                    match types {
-                        (true, U8, false, F32) => add!(u8a, id),
-                        (true, U8, true, U8) => add!(u8a, u8b),
-                        (false, F32, true, U8) => add!(id, u8b),
-                        (true, I8, false, F32) => add!(i8a, id),
-                        (true, I8, true, I8) => add!(i8a, i8b),
-                        (false, F32, true, I8) => add!(id, i8b),
-                        (true, U8, true, I8) => add!(u8a, i8b),
-                        (true, I8, true, U8) => add!(i8a, u8b),
-                        (qa, ta, qb, tb) => {
-                            bail!(
-                                "{DQ_ADD_OP}: inputs {ta:?} (dequantized: {qa}) and {tb:?} (dequantized: {qb})"
-                            )
-                        }
-                    }
-                    Ok(())
-                },
-            )?;
+            // One monomorphized loop per pair of input types.
+            macro_rules! add {
+                ($fa:expr, $fb:expr) => {
+                    dequantize_add_into(a.as_slice()?, b.as_slice()?, out, $fa, $fb)?
+                };
+            }
+            match (sa.is_some(), inputs[0].datum_type(), sb.is_some(), inputs[1].datum_type()) {
+                (true, U8, false, F32) => add!(u8a, id),
+                (true, U8, true, U8) => add!(u8a, u8b),
+                (false, F32, true, U8) => add!(id, u8b),
+                (true, I8, false, F32) => add!(i8a, id),
+                (true, I8, true, I8) => add!(i8a, i8b),
+                (false, F32, true, I8) => add!(id, i8b),
+                (true, U8, true, I8) => add!(u8a, i8b),
+                (true, I8, true, U8) => add!(i8a, u8b),
+                (qa, ta, qb, tb) => {
+                    bail!("{DQ_ADD_OP}: inputs {ta:?} (dequantized: {qa}) and {tb:?} (dequantized: {qb})")
+                }
+            }
         }
         Ok(tvec!(output.into_tvalue()))
     }
