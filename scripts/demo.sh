@@ -36,8 +36,7 @@ run "$tool" classify --model "$out/bit-s-r50x1-int8.onnx" --top-k 3 samples/imag
 cat > "$out/camera-classifier.toml" <<EOF
 [model]
 path = "bit-s-r50x1-int8.onnx"
-# One thread: tract's threaded int8 matmuls are slower than one thread (README, speed).
-threads = 1
+threads = 2
 top_k = 3
 [replay]
 path = "$PWD/samples/images"
