@@ -36,7 +36,9 @@ run "$tool" classify --model "$out/bit-s-r50x1-int8.onnx" --top-k 3 samples/imag
 cat > "$out/camera-classifier.toml" <<EOF
 [model]
 path = "bit-s-r50x1-int8.onnx"
-threads = 2
+# One thread: at 5 fps the cores idle between frames, and there two threads measured slower
+# than one (README, speed).
+threads = 1
 top_k = 3
 [replay]
 path = "$PWD/samples/images"
