@@ -12,21 +12,21 @@
 //! counted and skipped, a lost or stalled camera is closed and reopened with exponential
 //! backoff, inference errors are counted.
 
-use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bit_runtime::{Classifier, ClassifyError, Stage};
+use bit_runtime::{Classification, Classifier, ClassifyError, LatencyStats, Stage};
 use embedded_hal::digital::OutputPin;
 
 use crate::config::Mode;
-use crate::feed::{Feed, ResultSlot};
+use crate::feed::{Event, Feed, FramePool, ModelTag, ResultSlot};
 use crate::gpio::{OutputDriver, Pending, TriggerLatch};
+use crate::metrics::{Counter, Gauge, Histogram, Registry};
 use crate::monotonic_now;
 use crate::notify::Notifier;
-use crate::output::{FrameSaver, JsonLines};
 use crate::source::{FrameSource, OpenError, SourceError};
+use crate::throttle::Throttle;
 
 /// Longest the loop waits for a frame before looking at its timers and stop flag.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -35,7 +35,8 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// anyway (a driver whose timestamps are not monotonic must not starve triggers).
 const MAX_STALE_SKIPS: u32 = 8;
 
-/// Counters of everything that happened, for status lines and tests.
+/// Counters of everything that happened, for status lines and tests (a snapshot of
+/// [`LoopMetrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Frames received from the source.
@@ -58,8 +59,130 @@ pub struct Counters {
     pub coalesced: u64,
     /// Frames skipped because they were captured before the pending trigger.
     pub stale_skipped: u64,
-    /// Frames saved.
-    pub saved: u64,
+}
+
+/// What the frame loop counts and measures, registered into the daemon's metrics and updated
+/// with relaxed atomics (no lock, no allocation per frame).
+#[derive(Debug)]
+pub struct LoopMetrics {
+    frames: Arc<Counter>,
+    classified: Arc<Counter>,
+    bad_frames: Arc<Counter>,
+    inference_errors: Arc<Counter>,
+    source_errors: Arc<Counter>,
+    stalls: Arc<Counter>,
+    reconnects: Arc<Counter>,
+    triggers: Arc<Counter>,
+    coalesced: Arc<Counter>,
+    stale_skipped: Arc<Counter>,
+    latency: Vec<Arc<Histogram>>,
+    source_up: Arc<Gauge>,
+    /// Monotonic time of the last frame, in microseconds (`u64::MAX`: none yet).
+    last_frame_us: AtomicU64,
+    started: Duration,
+}
+
+impl LoopMetrics {
+    /// Registers the loop's metrics into `registry`.
+    pub fn register(registry: &Registry) -> Arc<LoopMetrics> {
+        let c = |name, help| registry.counter(name, help);
+        let stages: Vec<&'static str> = Stage::ALL.iter().map(|s| s.name()).collect();
+        let m = Arc::new(LoopMetrics {
+            frames: c("frames_total", "Frames received from the source."),
+            classified: c("classified_total", "Frames classified."),
+            bad_frames: c("bad_frames_total", "Frames refused by the runtime (corrupt, wrong size)."),
+            inference_errors: c("inference_errors_total", "Inference failures."),
+            source_errors: c("source_errors_total", "Source failures (device lost, I/O errors)."),
+            stalls: c("stalls_total", "Times the source sent no frame for longer than its timeout."),
+            reconnects: c("reconnects_total", "Successful reopenings of the source."),
+            triggers: c("triggers_total", "Triggers taken."),
+            coalesced: c("coalesced_triggers_total", "Triggers merged into a pending one."),
+            stale_skipped: c(
+                "stale_frames_skipped_total",
+                "Frames skipped because they were captured before the trigger.",
+            ),
+            latency: registry.histograms(
+                "latency_seconds",
+                "Latency per stage: capture is the frame's age when taken, total from capture to result.",
+                "stage",
+                &stages,
+            ),
+            source_up: registry.gauge("source_up", "1 while the frame source is open."),
+            last_frame_us: AtomicU64::new(u64::MAX),
+            started: monotonic_now(),
+        });
+        let weak = Arc::downgrade(&m);
+        registry.collector("last_frame_age_seconds", move |x: &mut crate::metrics::Exposition| {
+            let now = monotonic_now();
+            if let Some(m) = weak.upgrade() {
+                x.gauge("uptime_seconds", "Seconds since start.", m.uptime(now).as_secs_f64());
+                if let Some(age) = m.frame_age(now) {
+                    x.gauge(
+                        "last_frame_age_seconds",
+                        "Seconds since the last frame arrived.",
+                        age.as_secs_f64(),
+                    );
+                }
+            }
+        });
+        m
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            frames: self.frames.get(),
+            classified: self.classified.get(),
+            bad_frames: self.bad_frames.get(),
+            inference_errors: self.inference_errors.get(),
+            source_errors: self.source_errors.get(),
+            stalls: self.stalls.get(),
+            reconnects: self.reconnects.get(),
+            triggers: self.triggers.get(),
+            coalesced: self.coalesced.get(),
+            stale_skipped: self.stale_skipped.get(),
+        }
+    }
+
+    /// Records one classification's stage latencies.
+    pub fn observe(&self, timings: &bit_runtime::Timings) {
+        for (stage, d) in timings.iter() {
+            self.latency[stage as usize].observe(d);
+        }
+    }
+
+    /// The histogram of `stage`.
+    pub fn latency(&self, stage: Stage) -> &Histogram {
+        &self.latency[stage as usize]
+    }
+
+    /// Records a frame's arrival at monotonic time `now`.
+    pub fn frame_arrived(&self, now: Duration) {
+        self.last_frame_us.store(now.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records whether the source is open.
+    pub fn set_source_open(&self, open: bool) {
+        self.source_up.set(f64::from(u8::from(open)));
+    }
+
+    /// Whether the source is open.
+    pub fn source_open(&self) -> bool {
+        self.source_up.get() > 0.0
+    }
+
+    /// Time since the last frame at monotonic time `now`; `None` before the first.
+    pub fn frame_age(&self, now: Duration) -> Option<Duration> {
+        match self.last_frame_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(now.saturating_sub(Duration::from_micros(us))),
+        }
+    }
+
+    /// Time since the metrics were registered (the daemon's start).
+    pub fn uptime(&self, now: Duration) -> Duration {
+        now.saturating_sub(self.started)
+    }
 }
 
 /// How the loop ended.
@@ -80,7 +203,7 @@ pub enum DaemonError {
 }
 
 /// Everything the loop needs besides the classifier and the source.
-pub struct Loop<'a, P: OutputPin, W: Write> {
+pub struct Loop<'a, P: OutputPin> {
     /// When frames are classified.
     pub mode: Mode,
     /// No frame for this long is a stall (the source is reopened); `None` never.
@@ -91,25 +214,25 @@ pub struct Loop<'a, P: OutputPin, W: Write> {
     pub min_size: (u32, u32),
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
-    /// Every trigger (GPIO, SIGUSR1, FIFO) goes through it.
+    /// Every trigger (GPIO, SIGUSR1, FIFO, HTTP) goes through it.
     pub latch: Arc<TriggerLatch>,
     /// Rule-driven output lines.
     pub outputs: &'a mut [OutputDriver<P>],
     /// systemd.
     pub notifier: &'a mut Notifier,
-    /// JSON result lines, if enabled.
-    pub results: Option<&'a mut JsonLines<W>>,
-    /// Where triggered frames are saved, if enabled.
-    pub saver: Option<&'a mut FrameSaver>,
     /// How often status goes to the log and to systemd.
     pub status_interval: Duration,
-    /// The counters, updated as the loop runs.
-    pub counters: Counters,
-    /// Hand-off to the integrations (MQTT, status page, metrics), if any.
+    /// Counters and latency histograms.
+    pub metrics: &'a LoopMetrics,
+    /// Hand-off to the result sinks (JSON lines, MQTT, status page, saved frames), if any.
     pub feed: Option<&'a Feed>,
+    /// Buffers for the frames the sinks want.
+    pub frames: FramePool,
+    /// The model's name and labels, as the sinks show them.
+    pub model: Arc<ModelTag>,
 }
 
-impl<P: OutputPin, W: Write> Loop<'_, P, W> {
+impl<P: OutputPin> Loop<'_, P> {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -131,7 +254,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
 
     /// Opens `source`, retrying with exponential backoff (from 250 ms up to
     /// `reconnect_max`) while it is unavailable; false if stopped first.
-    fn open<S: FrameSource>(&mut self, source: &mut S) -> Result<bool, DaemonError> {
+    fn open<S: FrameSource + ?Sized>(&mut self, source: &mut S) -> Result<bool, DaemonError> {
         let mut backoff = Duration::from_millis(250);
         let mut attempts = 0u32;
         loop {
@@ -140,9 +263,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             }
             match source.open(self.min_size) {
                 Ok(()) => {
-                    if let Some(f) = self.feed {
-                        f.telemetry.set_source_open(true);
-                    }
+                    self.metrics.set_source_open(true);
                     if attempts > 0 {
                         log::info!("{}: open again after {attempts} failed attempt(s)", source.describe());
                     }
@@ -162,21 +283,19 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
     }
 
     /// Closes and reopens `source` after a failure or stall; false if stopped first.
-    fn reopen<S: FrameSource>(&mut self, source: &mut S) -> Result<bool, DaemonError> {
+    fn reopen<S: FrameSource + ?Sized>(&mut self, source: &mut S) -> Result<bool, DaemonError> {
         source.close();
-        if let Some(f) = self.feed {
-            f.telemetry.set_source_open(false);
-        }
+        self.metrics.set_source_open(false);
         let opened = self.open(source)?;
         if opened {
-            self.counters.reconnects += 1;
+            self.metrics.reconnects.inc();
         }
         Ok(opened)
     }
 
-    fn status_line(&self, classifier: &Classifier, rate: f64) -> String {
-        let c = &self.counters;
-        let inf = classifier.stats().summary(Stage::Inference);
+    fn status_line(&self, stats: &LatencyStats, rate: f64) -> String {
+        let c = self.metrics.snapshot();
+        let inf = stats.summary(Stage::Inference);
         let (p50, p90) = inf.map_or((0.0, 0.0), |s| (s.p50.as_secs_f64() * 1e3, s.p90.as_secs_f64() * 1e3));
         format!(
             "{} classified ({rate:.1}/s), inference p50 {p50:.1} ms p90 {p90:.1} ms; frames {}, bad {}, \
@@ -186,7 +305,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
     }
 
     /// Runs until a stop request or the end of a replay.
-    pub fn run<S: FrameSource>(
+    pub fn run<S: FrameSource + ?Sized>(
         &mut self,
         classifier: &mut Classifier,
         source: &mut S,
@@ -195,40 +314,40 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             return Ok(Exit::Stopped);
         }
         log::info!("frames from {}; mode {:?}", source.describe(), self.mode);
+        let m = self.metrics;
         let start = monotonic_now();
+        let mut stats = LatencyStats::new();
         let mut last_frame = start;
         let mut next_due = start;
         let mut pending: Option<Pending> = None;
         let mut stale_skips = 0u32;
         let mut last_status = (start, 0u64);
-        let mut last_frame_warning = Duration::ZERO;
-        let mut last_gpio_warning = None;
+        let mut bad_frame_log = Throttle::new(Duration::from_secs(10));
+        let mut inference_log = Throttle::new(Duration::from_secs(10));
+        let mut gpio_log = Throttle::new(Duration::from_secs(10));
         let exit = loop {
             if self.stopping() {
                 break Exit::Stopped;
             }
             let now = monotonic_now();
-            if let Some(f) = self.feed {
-                f.telemetry.store_counters(&self.counters);
-            }
             for o in self.outputs.iter_mut() {
                 if o.tick(now).is_err() {
-                    gpio_failed(&mut last_gpio_warning, now);
+                    gpio_failed(&mut gpio_log, now);
                 }
             }
             if now.saturating_sub(last_status.0) >= self.status_interval {
-                let rate =
-                    (self.counters.classified - last_status.1) as f64 / (now - last_status.0).as_secs_f64();
-                let line = self.status_line(classifier, rate);
+                let classified = m.classified.get();
+                let rate = (classified - last_status.1) as f64 / (now - last_status.0).as_secs_f64();
+                let line = self.status_line(&stats, rate);
                 log::info!("{line}");
                 self.notifier.status(&line);
-                last_status = (now, self.counters.classified);
+                last_status = (now, classified);
             }
             if pending.is_none() {
                 pending = self.latch.take();
                 if let Some(p) = &pending {
-                    self.counters.triggers += 1;
-                    self.counters.coalesced += u64::from(p.count.saturating_sub(1));
+                    m.triggers.inc();
+                    m.coalesced.add(u64::from(p.count.saturating_sub(1)));
                     log::debug!("trigger from {} ({} coalesced)", p.source.name(), p.count);
                 }
             }
@@ -240,7 +359,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                     if let Some(limit) = self.stall_timeout
                         && silent >= limit
                     {
-                        self.counters.stalls += 1;
+                        m.stalls.inc();
                         log::warn!(
                             "{}: no frame for {} ms: reopening",
                             source.describe(),
@@ -258,7 +377,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                     break Exit::SourceEnded;
                 }
                 Err(e @ SourceError::Lost { .. }) => {
-                    self.counters.source_errors += 1;
+                    m.source_errors.inc();
                     log::warn!("{}: {e}: reopening", source.describe());
                     if !self.reopen(source)? {
                         break Exit::Stopped;
@@ -269,10 +388,8 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             };
             let got = monotonic_now();
             last_frame = got;
-            self.counters.frames += 1;
-            if let Some(f) = self.feed {
-                f.telemetry.frame_arrived(got);
-            }
+            m.frames.inc();
+            m.frame_arrived(got);
             self.notifier.ready();
             self.notifier.frame_handled(got);
 
@@ -280,7 +397,7 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                 (Some(p), _) => {
                     if captured.timestamp < p.first_at && stale_skips < MAX_STALE_SKIPS {
                         stale_skips += 1;
-                        self.counters.stale_skipped += 1;
+                        m.stale_skipped.inc();
                         continue;
                     }
                     Some(p.source.name())
@@ -310,14 +427,15 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
             let triggered = pending.is_some();
 
             let frame = captured.frame;
-            let age = got.saturating_sub(captured.timestamp);
-            classifier.record(Stage::Capture, age);
             match classifier.classify(&frame) {
-                Ok(top) => {
+                Ok(Classification { top, mut timings }) => {
                     let done = monotonic_now();
-                    let time = SystemTime::now();
-                    let seq = self.counters.classified;
-                    self.counters.classified += 1;
+                    timings.set(Stage::Capture, got.saturating_sub(captured.timestamp));
+                    timings.set(Stage::Total, done.saturating_sub(captured.timestamp));
+                    m.observe(&timings);
+                    stats.record_all(&timings);
+                    let seq = m.classified.get();
+                    m.classified.inc();
                     pending = None;
                     stale_skips = 0;
                     let mut scores = [(0usize, 0f32); bit_runtime::MAX_TOP_K];
@@ -326,99 +444,72 @@ impl<P: OutputPin, W: Write> Loop<'_, P, W> {
                     }
                     for o in self.outputs.iter_mut() {
                         if o.update(done, &scores[..top.len()]).is_err() {
-                            gpio_failed(&mut last_gpio_warning, done);
+                            gpio_failed(&mut gpio_log, done);
                         }
                     }
-                    let stats = classifier.stats();
-                    let last = |s: Stage| stats.last(s).unwrap_or_default();
-                    let labels = classifier.labels();
-                    let latency = [
-                        age,
-                        last(Stage::Preprocess),
-                        last(Stage::Inference),
-                        last(Stage::Postprocess),
-                        done.saturating_sub(captured.timestamp),
-                    ];
-                    let result = ResultSlot {
-                        time,
-                        seq,
-                        frame_seq: captured.sequence,
-                        trigger,
-                        format: frame.format,
-                        width: frame.width,
-                        height: frame.height,
-                        top,
-                        latency,
-                    };
-                    if let Some(results) = self.results.as_deref_mut() {
-                        results.write(&result.record(labels));
-                    }
-                    log::trace!("frame {} classified: {:?}", captured.sequence, result.top.first());
-                    if triggered && let Some(saver) = self.saver.as_deref_mut() {
-                        let label = result
-                            .top
-                            .first()
-                            .and_then(|p| labels.get(p.class))
-                            .map_or("unknown", String::as_str);
-                        match saver.save(&frame, time, seq, label) {
-                            Ok(path) => {
-                                self.counters.saved += 1;
-                                log::debug!("saved {}", path.display());
-                            }
-                            Err(e) => log::warn!("saving frame {seq}: {e}"),
+                    log::trace!("frame {} classified: {:?}", captured.sequence, top.first());
+                    if let Some(feed) = self.feed {
+                        let frame_use = feed.frame_use(seq, triggered, done);
+                        let copy = if frame_use.any() { self.frames.copy(&frame) } else { None };
+                        if frame_use.any() && copy.is_none() {
+                            feed.frames_skipped.inc();
                         }
-                    }
-                    // Counters reach the telemetry at the top of the next iteration.
-                    if let Some(f) = self.feed {
-                        f.telemetry.observe(&latency);
-                        if f.preview_due(done) {
-                            f.push_frame(&frame, seq, done);
-                        }
-                        f.push_result(result);
+                        let result = ResultSlot {
+                            time: SystemTime::now(),
+                            at: done,
+                            seq,
+                            frame_seq: captured.sequence,
+                            trigger,
+                            format: frame.format,
+                            width: frame.width,
+                            height: frame.height,
+                            top,
+                            timings,
+                            model: self.model.clone(),
+                        };
+                        feed.push(Event { result, frame: copy, frame_use });
                     }
                 }
                 Err(ClassifyError::Frame(e)) => {
                     // A pending trigger stays pending: the next good frame answers it.
-                    self.counters.bad_frames += 1;
-                    if got.saturating_sub(last_frame_warning) >= Duration::from_secs(10)
-                        || self.counters.bad_frames == 1
-                    {
-                        last_frame_warning = got;
-                        log::warn!(
-                            "frame {} refused: {e} ({} refused so far)",
-                            captured.sequence,
-                            self.counters.bad_frames
-                        );
+                    m.bad_frames.inc();
+                    if bad_frame_log.allow(got).is_some() {
+                        let refused = m.bad_frames.get();
+                        log::warn!("frame {} refused: {e} ({refused} refused so far)", captured.sequence);
                     }
                 }
-                Err(e @ ClassifyError::Inference(_)) => {
+                Err(ClassifyError::Inference(e)) => {
                     pending = None;
-                    self.counters.inference_errors += 1;
-                    log::warn!("frame {}: {e}", captured.sequence);
+                    m.inference_errors.inc();
+                    if let Some(held) = inference_log.allow(got) {
+                        let e = anyhow::Error::from(e);
+                        log::warn!(
+                            "frame {}: {e:#} ({held} more since the last such warning)",
+                            captured.sequence
+                        );
+                    }
                 }
             }
         };
         self.notifier.stopping();
-        if let Some(f) = self.feed {
-            f.telemetry.store_counters(&self.counters);
-            f.telemetry.set_source_open(false);
-        }
+        m.set_source_open(false);
         for o in self.outputs.iter_mut() {
             let _ = o.release();
         }
         source.close();
         let now = monotonic_now();
-        let rate = self.counters.classified as f64 / now.saturating_sub(start).as_secs_f64().max(1e-9);
-        log::info!("stopping: {}", self.status_line(classifier, rate));
+        let rate = m.classified.get() as f64 / now.saturating_sub(start).as_secs_f64().max(1e-9);
+        log::info!("stopping: {}", self.status_line(&stats, rate));
         Ok(exit)
     }
 }
 
 /// Logs a failed GPIO output write, at most every 10 s (the driver retries the write on every
 /// tick, 10 times a second).
-fn gpio_failed(last: &mut Option<Duration>, now: Duration) {
-    if last.is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(10)) {
-        *last = Some(now);
-        log::warn!("GPIO output: write failed (retried on every tick; logged at most every 10 s)");
+fn gpio_failed(log: &mut Throttle, now: Duration) {
+    if let Some(held) = log.allow(now) {
+        log::warn!(
+            "GPIO output: write failed (retried on every tick; {held} failures since the last warning)"
+        );
     }
 }

@@ -1,36 +1,43 @@
 //! The `camera-classifier` daemon as a library: everything the binary wires together, so that
 //! tests reach it without a camera, a GPIO chip or systemd.
 //!
+//! - [`app`]: start-up (every check, in order; signals first), the run, shutdown, and the
+//!   one-shot frame capture; `main.rs` only parses the command line and calls it.
 //! - [`config`]: the TOML file, parsed once into a validated [`config::Config`] (every
 //!   problem reported with its field before any device opens).
-//! - [`negotiate`]: which of a camera's formats and sizes to capture (a pure function).
 //! - [`source`]: the [`source::FrameSource`] trait and its implementations: V4L2
-//!   ([`source::v4l2`]) and replay of image or raw frame files ([`source::replay`]).
+//!   ([`source::v4l2`]) and replay of image or raw frame files ([`source::replay`]);
+//!   [`negotiate`]: which of a camera's formats and sizes to capture (a pure function).
+//! - [`daemon`]: the frame loop and its metrics.
+//! - [`feed`]: the loop's bounded, lock-free hand-off to the result sinks.
+//! - [`sink`]: the [`sink::ResultSink`] trait, the thread that drains the feed into every
+//!   sink, and the JSON-lines, status-page and frame-saving sinks; [`mqtt`] is one too.
+//! - [`http`]: the status page, JSON API and `/metrics` server.
+//! - [`metrics`]: counters, gauges, histograms and the Prometheus writer every part
+//!   registers into (a leaf module); [`board`]: board sensors read at scrape time.
 //! - [`gpio`]: debounced triggers and rule-driven outputs over embedded-hal traits, the Linux
 //!   implementation over gpio-cdev, and the [`gpio::TriggerLatch`] every trigger goes through.
 //! - [`control`]: software triggers (SIGUSR1 and a control FIFO) and stop signals.
 //! - [`notify`]: the systemd notify protocol (READY, WATCHDOG, STATUS, STOPPING).
-//! - [`output`]: JSON result lines and saved frames.
-//! - [`daemon`]: the frame loop.
-//! - [`feed`]: the loop's bounded, lock-free hand-off to the integrations.
-//! - [`integrations`]: the thread that consumes it: status page state, preview JPEGs, MQTT.
-//! - [`mqtt`]: results to an MQTT broker. [`http`]: the status page, JSON API and metrics.
-//! - [`telemetry`]: counters, latency histograms and board sensors for `/metrics`.
+//! - [`output`]: the result record and frames to JPEG; [`throttle`]: rate-limited warnings.
 #![deny(missing_docs)]
 
+pub mod app;
+pub mod board;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod feed;
 pub mod gpio;
 pub mod http;
-pub mod integrations;
+pub mod metrics;
 pub mod mqtt;
 pub mod negotiate;
 pub mod notify;
 pub mod output;
+pub mod sink;
 pub mod source;
-pub mod telemetry;
+pub mod throttle;
 
 /// Now on `CLOCK_MONOTONIC`, the clock V4L2 buffer timestamps and the daemon's schedule use.
 pub fn monotonic_now() -> std::time::Duration {

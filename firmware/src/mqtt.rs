@@ -22,14 +22,16 @@
 //! message and counts it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 
-use crate::feed::ResultSlot;
+use crate::feed::{Event as FeedEvent, ResultSlot};
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::sink::ResultSink;
 
 /// `[mqtt]`, validated.
 #[derive(Clone, PartialEq)]
@@ -76,50 +78,37 @@ impl fmt::Debug for MqttConfig {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
+/// MQTT's counters, registered into the daemon's metrics.
 pub struct MqttStats {
     /// Messages handed to the client.
-    pub published: AtomicU64,
+    pub published: Arc<Counter>,
     /// Messages dropped because the client's queue was full.
-    pub dropped: AtomicU64,
+    pub dropped: Arc<Counter>,
     /// Results not sent because the broker was unreachable.
-    pub skipped: AtomicU64,
+    pub skipped: Arc<Counter>,
     /// Connections made (the first one included).
-    pub connections: AtomicU64,
+    pub connections: Arc<Counter>,
     /// Connection errors.
-    pub errors: AtomicU64,
+    pub errors: Arc<Counter>,
     /// 1 while connected.
-    pub connected: AtomicBool,
-    /// Whether MQTT is configured at all (metrics are written only then).
-    pub enabled: AtomicBool,
+    pub connected: Arc<Gauge>,
 }
 
 impl MqttStats {
-    /// Appends the MQTT metrics (nothing if MQTT is off).
-    pub fn write_metrics(&self, out: &mut String) {
-        use crate::telemetry::{counter, gauge};
-        if !self.enabled.load(Ordering::Relaxed) {
-            return;
-        }
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(out, "mqtt_published_total", "Messages handed to the MQTT client.", n(&self.published));
-        counter(
-            out,
-            "mqtt_dropped_total",
-            "Messages dropped: the client's queue was full.",
-            n(&self.dropped),
-        );
-        counter(
-            out,
-            "mqtt_skipped_total",
-            "Results not sent while the broker was unreachable.",
-            n(&self.skipped),
-        );
-        counter(out, "mqtt_connections_total", "Connections to the broker.", n(&self.connections));
-        counter(out, "mqtt_errors_total", "Connection errors.", n(&self.errors));
-        let connected = f64::from(u8::from(self.connected.load(Ordering::Relaxed)));
-        gauge(out, "mqtt_connected", "1 while connected to the broker.", connected);
+    /// Registers the MQTT metrics.
+    pub fn register(r: &Registry) -> Arc<MqttStats> {
+        Arc::new(MqttStats {
+            published: r.counter("mqtt_published_total", "Messages handed to the MQTT client."),
+            dropped: r.counter("mqtt_dropped_total", "Messages dropped: the client's queue was full."),
+            skipped: r.counter("mqtt_skipped_total", "Results not sent while the broker was unreachable."),
+            connections: r.counter("mqtt_connections_total", "Connections to the broker."),
+            errors: r.counter("mqtt_errors_total", "Connection errors."),
+            connected: r.gauge("mqtt_connected", "1 while connected to the broker."),
+        })
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.get() > 0.0
     }
 }
 
@@ -136,13 +125,12 @@ struct Shared {
     last_label: Mutex<Option<Vec<u8>>>,
 }
 
-/// The publisher: owned by the integrations thread.
+/// The publisher: a result sink.
 pub struct Mqtt {
     client: Client,
     topics: Arc<Topics>,
     shared: Arc<Shared>,
-    /// Counters, and the class names.
-    telemetry: Arc<crate::telemetry::Telemetry>,
+    stats: Arc<MqttStats>,
     qos: QoS,
     results: bool,
     last_class: Option<usize>,
@@ -156,7 +144,8 @@ fn qos(q: u8) -> QoS {
 impl Mqtt {
     /// Starts the client and its connection thread (which connects in the background: a
     /// broker that is down at start is retried like one that went away).
-    pub fn start(config: &MqttConfig, telemetry: Arc<crate::telemetry::Telemetry>) -> std::io::Result<Mqtt> {
+    pub fn start(config: &MqttConfig, metrics: &Registry) -> std::io::Result<Mqtt> {
+        let stats = MqttStats::register(metrics);
         let p = config.topic_prefix.trim_end_matches('/');
         let topics = Arc::new(Topics {
             availability: format!("{p}/availability"),
@@ -172,21 +161,20 @@ impl Mqtt {
         }
         let (client, connection) = Client::new(options, config.queue.max(8));
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), last_label: Mutex::new(None) });
-        telemetry.mqtt.enabled.store(true, Ordering::Relaxed);
         let discovery = config.home_assistant.as_ref().map(|prefix| discovery(config, prefix, &topics));
         let thread = {
-            let (client, topics, shared, telemetry) =
-                (client.clone(), topics.clone(), shared.clone(), telemetry.clone());
+            let (client, topics, shared, stats) =
+                (client.clone(), topics.clone(), shared.clone(), stats.clone());
             let broker = format!("{}:{}", config.host, config.port);
             std::thread::Builder::new().name("mqtt".into()).spawn(move || {
-                connection_loop(connection, &client, &topics, &shared, &telemetry, &broker, discovery)
+                connection_loop(connection, &client, &topics, &shared, &stats, &broker, discovery)
             })?
         };
         Ok(Mqtt {
             client,
             topics,
             shared,
-            telemetry,
+            stats,
             qos: qos(config.qos),
             results: config.results,
             last_class: None,
@@ -195,20 +183,20 @@ impl Mqtt {
     }
 
     fn send(&self, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>) {
-        send(&self.client, &self.telemetry, topic, qos, retain, payload);
+        send(&self.client, &self.stats, topic, qos, retain, payload);
     }
 
     /// Publishes a result (if results are on) and, when the top-1 class changed, the label;
     /// while the broker is unreachable, only remembers the label (republished on connection).
     pub fn publish(&mut self, r: &ResultSlot) {
-        let connected = self.telemetry.mqtt.connected.load(Ordering::Relaxed);
-        let labels = self.telemetry.labels();
+        let connected = self.stats.is_connected();
+        let labels = &r.model.labels;
         if self.results && !connected {
-            self.telemetry.mqtt.skipped.fetch_add(1, Ordering::Relaxed);
+            self.stats.skipped.inc();
         }
         if self.results
             && connected
-            && let Ok(payload) = serde_json::to_vec(&r.record(labels))
+            && let Ok(payload) = serde_json::to_vec(&r.record())
         {
             self.send(&self.topics.result, self.qos, false, payload);
         }
@@ -238,7 +226,7 @@ impl Mqtt {
     /// at most `wait` for the broker to take the last messages.
     pub fn shutdown(mut self, wait: Duration) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if self.telemetry.mqtt.connected.load(Ordering::Relaxed) {
+        if self.stats.is_connected() {
             self.send(&self.topics.availability, QoS::AtLeastOnce, true, b"offline".to_vec());
         }
         let _ = self.client.try_disconnect();
@@ -256,17 +244,10 @@ impl Mqtt {
     }
 }
 
-fn send(
-    client: &Client,
-    t: &crate::telemetry::Telemetry,
-    topic: &str,
-    qos: QoS,
-    retain: bool,
-    payload: Vec<u8>,
-) {
+fn send(client: &Client, t: &MqttStats, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>) {
     match client.try_publish(topic, qos, retain, payload) {
-        Ok(()) => t.mqtt.published.fetch_add(1, Ordering::Relaxed),
-        Err(_) => t.mqtt.dropped.fetch_add(1, Ordering::Relaxed),
+        Ok(()) => t.published.inc(),
+        Err(_) => t.dropped.inc(),
     };
 }
 
@@ -321,7 +302,7 @@ fn connection_loop(
     client: &Client,
     topics: &Topics,
     shared: &Shared,
-    t: &crate::telemetry::Telemetry,
+    t: &MqttStats,
     broker: &str,
     discovery: Option<Vec<(String, Vec<u8>)>>,
 ) {
@@ -334,8 +315,9 @@ fn connection_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                t.mqtt.connected.store(true, Ordering::Relaxed);
-                let n = t.mqtt.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                t.connected.set(1.0);
+                t.connections.inc();
+                let n = t.connections.get();
                 if n == 1 {
                     log::info!("MQTT: connected to {broker}");
                 } else {
@@ -353,15 +335,15 @@ fn connection_loop(
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                t.mqtt.connected.store(false, Ordering::Relaxed);
+                t.connected.set(0.0);
                 if shared.stop.load(Ordering::SeqCst) {
                     return;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                t.mqtt.connected.store(false, Ordering::Relaxed);
-                t.mqtt.errors.fetch_add(1, Ordering::Relaxed);
+                t.connected.set(0.0);
+                t.errors.inc();
                 if shared.stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -393,5 +375,20 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => format!("connection refused by the broker ({code:?})"),
         ConnectionError::Io(io) => format!("{io}"),
         other => format!("{other}"),
+    }
+}
+
+impl ResultSink for Mqtt {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn on_event(&mut self, event: &FeedEvent) {
+        self.publish(&event.result);
+    }
+
+    fn shutdown(self: Box<Self>, deadline: Instant) {
+        let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
+        (*self).shutdown(wait);
     }
 }

@@ -8,7 +8,7 @@
 //! The rules, in order:
 //!
 //! 1. [`Request::fourcc`] restricts the search to that one format; it must be offered and
-//!    be in [`SUPPORTED`].
+//!    be in [`supported`].
 //! 2. [`Request::size`] restricts the search to that exact size: a discrete size equal to it
 //!    or a stepwise range that contains it on its step grid.
 //! 3. Otherwise each offered size (each stepwise range: see [`SizeRange::candidate`]) is a
@@ -17,7 +17,7 @@
 //!    known, or its fastest rate reaches [`Request::fps`] within [`FPS_TOLERANCE`].
 //! 4. Candidates rank by, in order: `GREY` only when no colour format has a candidate at all
 //!    (it loses colour); big and fast enough, then big enough but too slow, then too small
-//!    but fast enough, then the rest; format rank in [`SUPPORTED`]; smallest area for big
+//!    but fast enough, then the rest; format rank in [`supported`]; smallest area for big
 //!    enough candidates, largest area for too small ones (the least upscaling); the first
 //!    enumerated. So a raw format wins over MJPEG whenever it has a size that is big (and
 //!    fast) enough, and a big enough MJPEG size beats a raw format whose sizes are all too
@@ -30,19 +30,68 @@
 
 use std::fmt;
 
+use bit_runtime::PixelFormat;
+
 /// A V4L2 four-character pixel format code, as the bytes of `v4l2_fourcc` in order, e.g.
 /// `*b"YUYV"`.
 pub type FourCc = [u8; 4];
 
-/// The pixel formats the classifier runtime can read, best first.
-///
-/// Raw colour formats first (no decoding), then JPEG streams (`MJPG` from UVC cameras, `JPEG`
-/// from the Raspberry Pi's legacy bcm2835-v4l2 driver: the same per-frame JFIF images), and
-/// `GREY` last: it loses colour, so [`negotiate`] uses it only when no colour format is
-/// usable. Everything else (raw Bayer such as `RG10`/`RGGB`/`BA81`, `H264`, planar `YU12`,
-/// `NV21`, `NV16`, `422P`, 32-bit `BGR4`/`XR24`, `YVYU`, `VYUY`, ...) is not readable.
-pub const SUPPORTED: &[FourCc] =
-    &[*b"YUYV", *b"NV12", *b"UYVY", *b"RGB3", *b"BGR3", *b"MJPG", *b"JPEG", *b"GREY"];
+/// The V4L2 codes a runtime pixel format arrives under, preferred first: `MJPG` from UVC
+/// cameras and `JPEG` from the Raspberry Pi's legacy bcm2835-v4l2 driver are the same
+/// per-frame JFIF images. The match is exhaustive: a new [`PixelFormat`] does not compile
+/// until it is placed here and in [`preference`], so every format the runtime reads is
+/// negotiable.
+pub const fn v4l2_codes(format: PixelFormat) -> &'static [FourCc] {
+    const YUYV: &[FourCc] = &[*b"YUYV"];
+    const UYVY: &[FourCc] = &[*b"UYVY"];
+    const NV12: &[FourCc] = &[*b"NV12"];
+    const RGB3: &[FourCc] = &[*b"RGB3"];
+    const BGR3: &[FourCc] = &[*b"BGR3"];
+    const GREY: &[FourCc] = &[*b"GREY"];
+    const JPEG: &[FourCc] = &[*b"MJPG", *b"JPEG"];
+    match format {
+        PixelFormat::Yuyv => YUYV,
+        PixelFormat::Uyvy => UYVY,
+        PixelFormat::Nv12 => NV12,
+        PixelFormat::Rgb24 => RGB3,
+        PixelFormat::Bgr24 => BGR3,
+        PixelFormat::Grey => GREY,
+        PixelFormat::Mjpeg => JPEG,
+    }
+}
+
+/// Where a format ranks in negotiation, lower first: raw colour formats (no decoding), then
+/// JPEG streams, and `GREY` last: it loses colour, so [`negotiate`] uses it only when no
+/// colour format is usable.
+pub const fn preference(format: PixelFormat) -> u8 {
+    match format {
+        PixelFormat::Yuyv => 0,
+        PixelFormat::Nv12 => 1,
+        PixelFormat::Uyvy => 2,
+        PixelFormat::Rgb24 => 3,
+        PixelFormat::Bgr24 => 4,
+        PixelFormat::Mjpeg => 5,
+        PixelFormat::Grey => 6,
+    }
+}
+
+/// The V4L2 codes the runtime can read, best first, derived from [`PixelFormat::ALL`] by
+/// [`preference`] and [`v4l2_codes`]. Everything else (raw Bayer such as `RG10`/`RGGB`/
+/// `BA81`, `H264`, planar `YU12`, `NV21`, `NV16`, `422P`, 32-bit `BGR4`/`XR24`, `YVYU`,
+/// `VYUY`, ...) is not readable.
+pub fn supported() -> &'static [FourCc] {
+    static CODES: std::sync::OnceLock<Vec<FourCc>> = std::sync::OnceLock::new();
+    CODES.get_or_init(|| {
+        let mut formats = PixelFormat::ALL.to_vec();
+        formats.sort_by_key(|&f| preference(f));
+        formats.into_iter().flat_map(|f| v4l2_codes(f).iter().copied()).collect()
+    })
+}
+
+/// The runtime format a V4L2 code delivers, if it reads it.
+pub fn pixel_format(code: FourCc) -> Option<PixelFormat> {
+    PixelFormat::ALL.into_iter().find(|&f| v4l2_codes(f).contains(&code))
+}
 
 /// Relative tolerance on frame rates: a size whose fastest rate is within 1% below the
 /// requested rate counts as fast enough (29.97 fps satisfies a request for 30).
@@ -50,9 +99,9 @@ pub const FPS_TOLERANCE: f32 = 0.01;
 
 const GREY: FourCc = *b"GREY";
 
-/// Where a format's [`SUPPORTED`] rank puts it: lower is better, `None` when unreadable.
+/// Where a format's [`supported`] rank puts it: lower is better, `None` when unreadable.
 fn rank_of(fourcc: FourCc) -> Option<usize> {
-    SUPPORTED.iter().position(|&code| code == fourcc)
+    supported().iter().position(|&code| code == fourcc)
 }
 
 /// Formats a fourcc for messages: its four characters, with non-printable bytes escaped
@@ -276,7 +325,7 @@ impl Choice {
 pub enum NegotiateError {
     /// The device enumerated no formats at all.
     NoFormats,
-    /// None of the offered formats is in [`SUPPORTED`].
+    /// None of the offered formats is in [`supported`].
     NoReadableFormat {
         /// Every offered format with its description, in enumeration order.
         offered: Vec<(FourCc, String)>,
@@ -351,7 +400,7 @@ impl fmt::Display for NegotiateError {
                     f,
                     "the camera offers no pixel format the classifier can read: it offers {offered}; \
                      readable formats are {}; {UNREADABLE_HINT}",
-                    quoted_list(SUPPORTED)
+                    quoted_list(supported())
                 )
             }
             NegotiateError::UnreadableFormat { requested, offered } => write!(
@@ -359,7 +408,7 @@ impl fmt::Display for NegotiateError {
                 "format '{}' was requested but the classifier cannot read it (readable formats are \
                  {}); the camera offers {}",
                 fourcc_str(*requested),
-                quoted_list(SUPPORTED),
+                quoted_list(supported()),
                 quoted_list(offered)
             ),
             NegotiateError::FormatNotOffered { requested, offered } => write!(
@@ -585,8 +634,24 @@ mod tests {
     }
 
     #[test]
+    fn every_runtime_format_is_negotiable_and_codes_map_back() {
+        for f in PixelFormat::ALL {
+            let codes = v4l2_codes(f);
+            assert!(!codes.is_empty());
+            for &code in codes {
+                assert!(supported().contains(&code), "{f}");
+                assert_eq!(pixel_format(code), Some(f));
+            }
+        }
+        assert_eq!(supported().len(), PixelFormat::ALL.len() + 1, "MJPEG has two codes");
+        assert_eq!(supported().first(), Some(b"YUYV"));
+        assert_eq!(supported().last(), Some(b"GREY"));
+        assert_eq!(pixel_format(*b"RG10"), None);
+    }
+
+    #[test]
     fn supported_formats_in_rank_order() {
-        let names: Vec<String> = SUPPORTED.iter().map(|&code| fourcc_str(code)).collect();
+        let names: Vec<String> = supported().iter().map(|&code| fourcc_str(code)).collect();
         assert_eq!(names, ["YUYV", "NV12", "UYVY", "RGB3", "BGR3", "MJPG", "JPEG", "GREY"]);
         for unreadable in [b"RG10", b"RGGB", b"BA81", b"H264", b"YU12", b"NV21", b"BGR4", b"YVYU"] {
             assert_eq!(rank_of(*unreadable), None, "{}", fourcc_str(*unreadable));
@@ -644,8 +709,8 @@ mod tests {
             format(b"NV12", vec![discrete(320, 240, None)]),
             format(b"YUYV", vec![discrete(320, 240, None)]),
         ];
-        // Drop the winner each time: the next one in SUPPORTED wins.
-        for (rank, &expected) in SUPPORTED.iter().enumerate() {
+        // Drop the winner each time: the next one in supported() wins.
+        for (rank, &expected) in supported().iter().enumerate() {
             let remaining: Vec<FormatOffer> =
                 offers.iter().filter(|f| rank_of(f.fourcc).unwrap() >= rank).cloned().collect();
             assert_eq!(pick(&remaining, &min(224, 224)).0, expected);

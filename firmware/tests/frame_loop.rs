@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use bit_runtime::{Classifier, ClassifierConfig, Frame, PixelFormat};
 use camera_classifier::config::Mode;
-use camera_classifier::daemon::{Counters, DaemonError, Exit, Loop};
+use camera_classifier::daemon::{Counters, DaemonError, Exit, Loop, LoopMetrics};
+use camera_classifier::feed::{Feed, FramePolicy, FramePool, ModelTag};
 use camera_classifier::gpio::{OutputDriver, OutputRule, TriggerLatch, TriggerSource};
+use camera_classifier::metrics::Registry;
 use camera_classifier::monotonic_now;
 use camera_classifier::notify::Notifier;
-use camera_classifier::output::JsonLines;
+use camera_classifier::sink::json::{JsonLines, LineOutput};
+use camera_classifier::sink::{Dispatcher, ResultSink};
 use camera_classifier::source::{Captured, FrameSource, OpenError, SourceError};
 use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
 
@@ -125,7 +128,13 @@ fn run(
 ) -> (Result<Exit, DaemonError>, Counters, Vec<serde_json::Value>) {
     let mut classifier = classifier();
     let mut notifier = Notifier::from_env();
-    let mut sink = JsonLines::new(Vec::new());
+    let registry = Registry::new("test");
+    let metrics = LoopMetrics::register(&registry);
+    let feed = Arc::new(Feed::new(64, FramePolicy::default(), &registry));
+    let lines = SharedBuf::default();
+    let json = JsonLines::start(LineOutput::Writer(Box::new(lines.clone())), &registry).unwrap();
+    let sinks: Vec<Box<dyn ResultSink>> = vec![Box::new(json)];
+    let dispatcher = Dispatcher::start(feed.clone(), sinks).unwrap();
     let mut l = Loop {
         mode,
         stall_timeout: stall,
@@ -135,16 +144,30 @@ fn run(
         latch: source.latch.clone(),
         outputs,
         notifier: &mut notifier,
-        results: Some(&mut sink),
-        saver: None,
         status_interval: Duration::from_secs(60),
-        counters: Counters::default(),
-        feed: None,
+        metrics: &metrics,
+        feed: Some(&feed),
+        frames: FramePool::new(0),
+        model: Arc::new(ModelTag { name: "tiny.onnx".into(), labels: classifier.labels().to_vec() }),
     };
     let exit = l.run(&mut classifier, source);
-    let counters = l.counters;
-    let lines = String::from_utf8(sink.get_ref().clone()).unwrap();
-    (exit, counters, lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+    dispatcher.shutdown(Duration::from_secs(5));
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (exit, metrics.snapshot(), text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+/// A writer the test reads back after the sinks have stopped.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 const CONTINUOUS: Mode = Mode::Continuous { min_period: None };

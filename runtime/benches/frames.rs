@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bit_runtime::contract::{Preprocess, Resample, ResizeMode};
 use bit_runtime::preprocess::Kernel;
-use bit_runtime::{Classifier, ClassifierConfig, Frame, FramePreprocessor, PixelFormat, Stage, top_k};
+use bit_runtime::{
+    Classifier, ClassifierConfig, Frame, FramePreprocessor, LatencyStats, PixelFormat, Stage, top_k,
+};
 
 fn noise(n: usize) -> Vec<u8> {
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -128,11 +130,11 @@ fn classify(model: &std::path::Path, frames: usize) {
         for _ in 0..3 {
             classifier.classify(&frame).unwrap();
         }
-        classifier.stats_mut().clear();
+        let mut stats = LatencyStats::new();
         for _ in 0..frames {
-            classifier.classify(&frame).unwrap();
+            stats.record_all(&classifier.classify(&frame).unwrap().timings);
         }
-        let p50 = |stage| ms(classifier.stats().summary(stage).unwrap().p50);
+        let p50 = |stage| ms(stats.summary(stage).unwrap().p50);
         let size = classifier.model().input_size();
         println!(
             "| {threads} | {size}x{size} | {} | {} | {} |",

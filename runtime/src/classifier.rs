@@ -14,14 +14,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tract_onnx::prelude::{TValue, Tensor};
+use bit_engine::tract_onnx::prelude::{TValue, Tensor};
 
 use crate::contract::ResizeMode;
-use crate::error::Error;
+use crate::error::{Cause, Error};
 use crate::frame::{Frame, FrameError, MAX_SIDE, PixelFormat};
 use crate::model::{LoadOptions, Model};
 use crate::preprocess::{FramePreprocessor, Roi};
-use crate::stats::{LatencyStats, Stage};
+use crate::stats::{Stage, Timings};
 use crate::topk::{MAX_TOP_K, TopK, top_k};
 
 /// How to build a [`Classifier`].
@@ -68,10 +68,38 @@ pub enum ClassifyError {
     /// Cheap: no allocation.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// tract failed while running the network. Carries tract's message (formatted on this
-    /// error path only).
-    #[error("inference failed: {0}")]
-    Inference(String),
+    /// tract failed while running the network.
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+}
+
+/// tract failed while running the network; its error is the [`source`](std::error::Error::source).
+/// Cloning shares it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("inference failed")]
+pub struct InferenceError(#[source] Arc<Cause>);
+
+impl InferenceError {
+    fn new(cause: impl Into<Cause>) -> InferenceError {
+        InferenceError(Arc::new(cause.into()))
+    }
+}
+
+impl PartialEq for InferenceError {
+    /// The same failure (clones of one error), not two equal messages.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// One classified frame: the best classes and how long each stage took.
+#[derive(Clone, Debug)]
+pub struct Classification {
+    /// The best classes, best first.
+    pub top: TopK,
+    /// Preprocess, inference and postprocess as measured here; capture and total are zero
+    /// until the caller, which owns the camera, sets them.
+    pub timings: Timings,
 }
 
 /// A model and everything a frame needs on its way to top-k, allocated once.
@@ -80,7 +108,6 @@ pub struct Classifier {
     input: Arc<Tensor>,
     pre: FramePreprocessor,
     top_k: usize,
-    stats: LatencyStats,
     /// Times the input tensor had to be replaced because tract still held it.
     input_replaced: u64,
 }
@@ -132,8 +159,11 @@ impl Classifier {
         }
         let size = model.input_size();
         let s = size as usize;
-        let input = Tensor::zero::<f32>(&[1, 3, s, s])
-            .map_err(|e| Error::Model { path: path.to_owned(), detail: format!("input tensor: {e:#}") })?;
+        let input = Tensor::zero::<f32>(&[1, 3, s, s]).map_err(|e| Error::Tract {
+            path: path.to_owned(),
+            stage: "allocating the input tensor",
+            source: e.into(),
+        })?;
         log::info!(
             "classifier: {} at {size}x{size}, {} thread(s), top {}, frames up to {}x{}, roi {:?}, resize {:?}",
             path.display(),
@@ -149,7 +179,6 @@ impl Classifier {
             model,
             input: Arc::new(input),
             top_k: config.top_k,
-            stats: LatencyStats::new(),
             input_replaced: 0,
         })
     }
@@ -164,7 +193,8 @@ impl Classifier {
     /// Classifies one frame: validate, fill the input tensor in place, run, top-k. The
     /// runtime's own code allocates nothing here (tract's run does; see the module docs).
     /// A refused frame leaves the classifier as it was.
-    pub fn classify(&mut self, frame: &Frame) -> Result<TopK, ClassifyError> {
+    pub fn classify(&mut self, frame: &Frame) -> Result<Classification, ClassifyError> {
+        let mut timings = Timings::default();
         let start = Instant::now();
         {
             if Arc::get_mut(&mut self.input).is_none() {
@@ -178,42 +208,27 @@ impl Classifier {
                 log::warn!("input tensor still shared after a failed run: replaced");
             }
             let tensor = Arc::get_mut(&mut self.input)
-                .ok_or_else(|| ClassifyError::Inference("input tensor is shared".into()))?;
+                .ok_or_else(|| InferenceError::new("the input tensor is shared"))?;
             let mut view = tensor.try_as_plain_ram_mut().map_err(inference)?;
             let values = view.as_slice_mut::<f32>().map_err(inference)?;
             self.pre.fill(frame, values)?;
         }
         let preprocessed = Instant::now();
-        self.stats.record(Stage::Preprocess, preprocessed - start);
+        timings.set(Stage::Preprocess, preprocessed - start);
 
         let outputs = self.model.run_value(TValue::from_const(self.input.clone())).map_err(inference)?;
         let inferred = Instant::now();
-        self.stats.record(Stage::Inference, inferred - preprocessed);
+        timings.set(Stage::Inference, inferred - preprocessed);
 
-        let best = {
-            let output = outputs.first().ok_or_else(|| ClassifyError::Inference("no output".into()))?;
+        let top = {
+            let output = outputs.first().ok_or_else(|| InferenceError::new("the network has no output"))?;
             let view = output.try_as_plain_ram().map_err(inference)?;
             top_k(view.as_slice::<f32>().map_err(inference)?, self.top_k)
         };
         drop(outputs);
-        self.stats.record(Stage::Postprocess, inferred.elapsed());
-        log::trace!("frame {}x{} {}: best {:?}", frame.width, frame.height, frame.format, best.first());
-        Ok(best)
-    }
-
-    /// Adds a duration measured by the caller, typically [`Stage::Capture`].
-    pub fn record(&mut self, stage: Stage, duration: std::time::Duration) {
-        self.stats.record(stage, duration);
-    }
-
-    /// Latency windows of every stage.
-    pub fn stats(&self) -> &LatencyStats {
-        &self.stats
-    }
-
-    /// Latency windows, to clear them.
-    pub fn stats_mut(&mut self) -> &mut LatencyStats {
-        &mut self.stats
+        timings.set(Stage::Postprocess, inferred.elapsed());
+        log::trace!("frame {}x{} {}: best {:?}", frame.width, frame.height, frame.format, top.first());
+        Ok(Classification { top, timings })
     }
 
     /// The model.
@@ -248,6 +263,6 @@ impl Classifier {
     }
 }
 
-fn inference(e: impl std::fmt::Display) -> ClassifyError {
-    ClassifyError::Inference(format!("{e:#}"))
+fn inference(e: bit_engine::tract_onnx::prelude::TractError) -> InferenceError {
+    InferenceError::new(e)
 }

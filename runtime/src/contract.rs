@@ -48,6 +48,21 @@ pub enum ResizeMode {
     },
 }
 
+impl ResizeMode {
+    /// The side the shorter edge of a frame is resized to, for an input of `size`: `size`
+    /// itself when squashing, `round(size / crop_fraction)` (at least `size`) for a centre
+    /// crop. A frame whose shorter side is at least this needs no upscaling.
+    pub fn shortest_edge(self, size: u32) -> u32 {
+        match self {
+            ResizeMode::Squash => size,
+            ResizeMode::CenterCrop { crop_fraction } => {
+                let c = size as f64;
+                (c / crop_fraction as f64).round().max(c) as u32
+            }
+        }
+    }
+}
+
 /// Interpolation used when resizing. Every filter samples at half-pixel centres, clamps
 /// taps to the edge of the sampled region and does not antialias: downscaling reads the
 /// taps nearest each output centre only, where PIL (transformers, timm/torchvision on PIL

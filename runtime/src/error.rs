@@ -1,11 +1,34 @@
-//! Runtime errors; each names the file, key or field involved.
+//! Runtime errors; each names the file, key or field involved, and carries what caused it
+//! as its [`source`](std::error::Error::source) (printed once: `{:#}` shows the chain).
 
 use std::path::PathBuf;
+
+/// An error from tract or the engine, with its chain of causes.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The model file is missing, unreadable, or not a network tract can run.
+    /// The model file could not be read or is not ONNX.
+    #[error("model {}", path.display())]
+    Read {
+        /// The model file.
+        path: PathBuf,
+        /// Why.
+        source: bit_engine::proto::ReadError,
+    },
+    /// tract could not build or optimize the network.
+    #[error("model {}: {stage}", path.display())]
+    Tract {
+        /// The model file.
+        path: PathBuf,
+        /// What was being done.
+        stage: &'static str,
+        /// tract's error.
+        #[source]
+        source: Cause,
+    },
+    /// The model is readable but not a network the runtime can run.
     #[error("model {}: {detail}", path.display())]
     Model {
         /// The model file.
@@ -50,6 +73,6 @@ pub enum Error {
         detail: String,
     },
     /// tract failed while running the network.
-    #[error("inference failed: {0}")]
-    Inference(String),
+    #[error("inference failed")]
+    Inference(#[source] Cause),
 }

@@ -101,6 +101,20 @@ impl PixelFormat {
         })
     }
 
+    /// The extension raw frame files of this format get (the one [`PixelFormat::from_extension`]
+    /// reads back).
+    pub fn extension(self) -> &'static str {
+        match self {
+            PixelFormat::Yuyv => "yuyv",
+            PixelFormat::Uyvy => "uyvy",
+            PixelFormat::Nv12 => "nv12",
+            PixelFormat::Rgb24 => "rgb",
+            PixelFormat::Bgr24 => "bgr",
+            PixelFormat::Grey => "grey",
+            PixelFormat::Mjpeg => "mjpg",
+        }
+    }
+
     /// Whether the format needs an even width (4:2:2 and 4:2:0 share chroma across pairs).
     pub fn needs_even_width(self) -> bool {
         matches!(self, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12)
@@ -211,6 +225,30 @@ pub fn raw_frame_kind(path: &std::path::Path) -> Option<(PixelFormat, u32, u32)>
     let (w, h) = parts.next()?.split_once('x')?;
     parts.next()?;
     Some((format, w.parse().ok()?, h.parse().ok()?))
+}
+
+/// The end of a raw frame file's name for a frame: `<W>x<H>.<format>` (see
+/// [`raw_frame_kind`]).
+pub fn raw_frame_suffix(format: PixelFormat, width: u32, height: u32) -> String {
+    format!("{width}x{height}.{}", format.extension())
+}
+
+impl Frame<'_> {
+    /// The frame's bytes with rows packed without padding (as raw frame files hold them),
+    /// after validating it. MJPEG frames are copied as they are.
+    pub fn packed(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let stride = self.row_stride()?;
+        out.clear();
+        match self.format.row_bytes(self.width) {
+            Some(row) if stride != row => {
+                for r in 0..self.format.rows(self.height) {
+                    out.extend_from_slice(&self.data[r * stride..][..row]);
+                }
+            }
+            _ => out.extend_from_slice(self.data),
+        }
+        Ok(())
+    }
 }
 
 /// Whether `path` names something the frame readers take: an image file (png, jpg, jpeg,
@@ -382,6 +420,21 @@ impl std::error::Error for FrameError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_frame_names_round_trip_and_packing_drops_the_padding() {
+        for format in PixelFormat::ALL {
+            let name = format!("x.{}", raw_frame_suffix(format, 640, 480));
+            assert_eq!(raw_frame_kind(std::path::Path::new(&name)), Some((format, 640, 480)), "{name}");
+        }
+        let padded = [1u8, 2, 3, 4, 0, 0, 5, 6, 7, 8];
+        let mut out = Vec::new();
+        Frame::new(&padded, PixelFormat::Grey, 4, 2).with_stride(6).packed(&mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8]);
+        Frame::new(&padded[..8], PixelFormat::Grey, 4, 2).packed(&mut out).unwrap();
+        assert_eq!(out, padded[..8]);
+        assert!(Frame::new(&padded[..7], PixelFormat::Grey, 4, 2).packed(&mut out).is_err());
+    }
 
     #[test]
     fn lengths_strides_and_sizes() {

@@ -1,4 +1,6 @@
-//! Runs BiT image classifiers (float or int8 ONNX written by `bit-tool`) with tract.
+//! Runs BiT image classifiers (float or int8 ONNX written by `bit-tool`) with tract. tract and
+//! the engine around it (`bit-engine`: rewrites, custom ops, the model builder) stay out of
+//! this crate's public API: a device links plain types.
 //!
 //! A model file carries its own contract (input size, normalization, resize mode, labels) in
 //! its ONNX metadata; see [`contract`]. [`Model::load`] optimizes the network for a fixed
@@ -16,22 +18,21 @@ pub mod contract;
 mod convert;
 mod error;
 pub mod frame;
-pub mod fused;
+pub mod fs;
 mod jpeg;
 mod model;
-pub mod optimize;
 pub mod preprocess;
 pub mod stats;
 pub mod topk;
 
-pub use classifier::{Classifier, ClassifierConfig, ClassifyError};
+pub use classifier::{Classification, Classifier, ClassifierConfig, ClassifyError, InferenceError};
 pub use contract::Preprocess;
 pub use convert::frame_to_rgb8;
-pub use error::Error;
+pub use error::{Cause, Error};
 pub use frame::{Frame, FrameError, JpegFault, PixelFormat, raw_frame_kind};
 pub use model::{ContractSource, LoadOptions, Model, ModelInfo, SUPPORTED_SIZES, load_image};
 pub use preprocess::{FramePreprocessor, Roi};
-pub use stats::{LatencyStats, Stage};
+pub use stats::{LatencyStats, Stage, Timings};
 pub use topk::{MAX_TOP_K, Prediction, TopK, top_k};
 
 /// Reads a label file: one class name per line (blank lines and `#` comments skipped), or a

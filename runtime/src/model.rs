@@ -1,14 +1,13 @@
 //! Loading a BiT ONNX model with tract and running it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::RunOptions;
+use bit_engine::proto::{self, pb};
+use bit_engine::tract_onnx::prelude::*;
+use bit_engine::{Options, Session};
 
 use crate::contract::{self, Preprocess};
 use crate::error::Error;
-use crate::preprocess::Resizer;
 use crate::topk::{TopK, top_k};
 
 /// Input sizes the runtime accepts: the BiT-HyperRule resolutions and the common deployment
@@ -44,8 +43,7 @@ pub enum ContractSource {
 /// A loaded, optimized model with one spawned tract state, ready to classify.
 pub struct Model {
     path: PathBuf,
-    plan: Arc<TypedRunnableModel>,
-    state: TypedSimpleState,
+    session: Session,
     preprocess: Preprocess,
     contract_source: ContractSource,
     labels: Vec<String>,
@@ -79,9 +77,21 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// Reads the contract from an ONNX model's `metadata_props`.
-    pub fn from_proto(path: &Path, proto: &tract_onnx::pb::ModelProto) -> Result<ModelInfo, Error> {
-        let meta = |key: &str| proto.metadata_props.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+    fn from_proto(path: &Path, proto: &pb::ModelProto) -> Result<ModelInfo, Error> {
+        ModelInfo::from_metadata(
+            path,
+            proto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())),
+        )
+    }
+
+    /// Reads the contract from a model's metadata (`metadata_props`: key, value pairs) of
+    /// the model file at `path` (named in errors).
+    pub fn from_metadata<'m>(
+        path: &Path,
+        props: impl IntoIterator<Item = (&'m str, &'m str)>,
+    ) -> Result<ModelInfo, Error> {
+        let props: Vec<(&str, &str)> = props.into_iter().collect();
+        let meta = |key: &str| props.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let bad = |key: &str, detail: String| Error::Contract {
             path: path.to_owned(),
             key: key.to_owned(),
@@ -121,12 +131,8 @@ impl ModelInfo {
     }
 }
 
-fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto, Error> {
-    let model_err = |detail: String| Error::Model { path: path.to_owned(), detail };
-    let bytes = std::fs::read(path).map_err(|e| model_err(e.to_string()))?;
-    // Decoding from the slice (not a reader) avoids a second in-memory copy of the file.
-    <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice())
-        .map_err(|e| model_err(format!("not a readable ONNX model: {e}")))
+fn read_proto(path: &Path) -> Result<pb::ModelProto, Error> {
+    proto::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })
 }
 
 impl Model {
@@ -134,29 +140,19 @@ impl Model {
     /// and spawns its state once.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, Error> {
         let model_err = |detail: String| Error::Model { path: path.to_owned(), detail };
-        let mut proto = read_proto(path)?;
+        let tract_err = |stage: &'static str| {
+            move |source: TractError| Error::Tract { path: path.to_owned(), stage, source: source.into() }
+        };
+        let proto = read_proto(path)?;
         let info = ModelInfo::from_proto(path, &proto)?;
-        let fused = crate::fused::fuse_for_tract(&mut proto);
-        if fused != crate::fused::Fused::default() {
-            log::debug!("{}: rewritten for tract: {fused:?}", path.display());
-        }
         let input_size = options.input_size.unwrap_or(info.preprocess.input_size);
         if !(32..=1024).contains(&input_size) {
             return Err(model_err(format!("input size {input_size} is not in 32..=1024")));
         }
         let threads = options.threads.max(1);
-
-        // The protobuf holds a second copy of every weight: drop it before optimizing so that
-        // peak memory at start-up stays near one copy of the model.
-        let inference = crate::fused::onnx_framework()
-            .model_for_proto_model(&proto)
-            .map_err(|e| model_err(format!("{e:#}")));
-        drop(proto);
-        let typed = inference?
-            .with_input_fact(0, f32::fact([1, 3, input_size as usize, input_size as usize]).into())
-            .and_then(|m| crate::optimize::optimize(m.into_typed()?))
-            .map_err(|e| model_err(format!("{e:#}")))?;
-        let output = typed.output_fact(0).map_err(|e| model_err(format!("{e:#}")))?;
+        let session_options = Options { threads, ..Options::new(input_size) };
+        let session = Session::build(proto, &session_options).map_err(tract_err("building the network"))?;
+        let output = session.output_fact().map_err(tract_err("reading its output"))?;
         let classes = match output.shape.as_concrete() {
             Some([1, k]) => *k,
             _ => return Err(model_err(format!("output is {output:?}, expected [1, classes] f32 logits"))),
@@ -172,19 +168,9 @@ impl Model {
             Some(labels) => labels,
             None => (0..classes).map(|i| format!("class_{i}")).collect(),
         };
-        let executor = if threads == 1 {
-            // `Executor::multithread(1)` would still use every core.
-            tract_linalg::multithread::Executor::SingleThread
-        } else {
-            tract_linalg::multithread::Executor::multithread(threads)
-        };
-        let run_options = RunOptions { executor: Some(executor), ..Default::default() };
-        let plan = typed.into_runnable_with_options(&run_options).map_err(|e| model_err(format!("{e:#}")))?;
-        let state = plan.spawn().map_err(|e| model_err(format!("{e:#}")))?;
         Ok(Model {
             path: path.to_owned(),
-            plan,
-            state,
+            session,
             preprocess: info.preprocess,
             contract_source: info.contract_source,
             labels,
@@ -224,9 +210,10 @@ impl Model {
         self.threads
     }
 
-    /// The optimized tract plan (for inspection and profiling).
-    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
-        &self.plan
+    /// The matrix-multiplication kernels tract chose for this model on this CPU, e.g.
+    /// `arm64simd_mmm_i32_8x8_dot` (their names say the ISA and the tile).
+    pub fn kernels(&self) -> Vec<String> {
+        self.session.matmul_kernels()
     }
 
     /// Number of input tensor values (`3 * size * size`).
@@ -236,28 +223,26 @@ impl Model {
 
     /// Runs the network on a `[1, 3, size, size]` tensor's values and returns its logits.
     pub fn logits(&mut self, input: &[f32]) -> Result<Vec<f32>, Error> {
-        let s = self.input_size as usize;
-        let tensor = Tensor::from_shape(&[1, 3, s, s], input)
-            .map_err(|e| Error::Inference(format!("input tensor: {e:#}")))?;
-        let outputs =
-            self.state.run(tvec!(tensor.into_tvalue())).map_err(|e| Error::Inference(format!("{e:#}")))?;
-        let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| Error::Inference(format!("{e:#}")))?;
-        Ok(view.iter().copied().collect())
+        let outputs = self.session.run_f32(input).map_err(|e| Error::Inference(e.into()))?;
+        bit_engine::session::values(&outputs[0]).map_err(|e| Error::Inference(e.into()))
     }
 
     /// Runs the network on one input value without copying it: the caller may keep its own
     /// reference to the tensor (tract drops its clones when the run ends) and refill it for
     /// the next run.
     pub(crate) fn run_value(&mut self, input: TValue) -> TractResult<TVec<TValue>> {
-        self.state.run(tvec!(input))
+        self.session.run(input)
     }
 
     /// The input tensor for an RGB image under this model's contract.
     pub fn tensor_for_image(&self, image: &image::RgbImage) -> Vec<f32> {
-        let resizer = Resizer::new(image.width(), image.height(), self.input_size, &self.preprocess);
-        let mut input = vec![0f32; self.input_len()];
-        resizer.fill_rgb8(image.as_raw(), 3 * image.width() as usize, &mut input);
-        input
+        crate::preprocess::image_tensor(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            &self.preprocess,
+            self.input_size,
+        )
     }
 
     /// Classifies an RGB image: preprocess, run, softmax, top `k` (at most

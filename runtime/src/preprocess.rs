@@ -569,6 +569,21 @@ impl FramePreprocessor {
     pub fn max_frame(&self) -> (u32, u32) {
         (self.max_width, self.max_height)
     }
+
+    /// How frames are brought to the square input.
+    pub fn resize_mode(&self) -> ResizeMode {
+        self.resizer().mode
+    }
+}
+
+/// The input tensor (NCHW values) for an RGB8 image of `width` x `height` (rows of
+/// `3 * width` bytes) under `pre` at `size`: what the runtime's models and `bit-tool`'s probes
+/// both feed the network for an image file.
+pub fn image_tensor(rgb: &[u8], width: u32, height: u32, pre: &Preprocess, size: u32) -> Vec<f32> {
+    let resizer = Resizer::new(width, height, size, pre);
+    let mut out = vec![0f32; 3 * (size as usize).pow(2)];
+    resizer.fill_rgb8(rgb, 3 * width as usize, &mut out);
+    out
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@ use std::time::Duration;
 /// Durations kept per stage.
 pub const WINDOW: usize = 512;
 
-/// A stage of the per-frame pipeline.
+/// A stage of the per-frame pipeline: the one stage type of the runtime, the daemon, its
+/// metrics and its result records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {
-    /// Waiting for and dequeuing a frame (recorded by the caller, which owns the camera).
+    /// The frame's age when it was taken: from the driver's capture timestamp to the moment
+    /// the caller, which owns the camera, received it.
     Capture,
     /// Frame to input tensor (colour conversion, resize, normalization; MJPEG decode).
     Preprocess,
@@ -22,24 +24,53 @@ pub enum Stage {
     Inference,
     /// Softmax and top-k.
     Postprocess,
+    /// From capture to the result.
+    Total,
 }
 
 impl Stage {
-    /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 4] = [Stage::Capture, Stage::Preprocess, Stage::Inference, Stage::Postprocess];
+    /// How many stages there are.
+    pub const COUNT: usize = 5;
 
-    /// Lowercase name, for logs.
+    /// Every stage, in pipeline order (`Total` last).
+    pub const ALL: [Stage; Stage::COUNT] =
+        [Stage::Capture, Stage::Preprocess, Stage::Inference, Stage::Postprocess, Stage::Total];
+
+    /// Lowercase name, for logs, metric labels and result records.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Capture => "capture",
             Stage::Preprocess => "preprocess",
             Stage::Inference => "inference",
             Stage::Postprocess => "postprocess",
+            Stage::Total => "total",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// One duration per [`Stage`] of one frame. The classifier fills preprocess, inference and
+/// postprocess; the caller owning the camera adds capture and total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings([Duration; Stage::COUNT]);
+
+impl Timings {
+    /// `stage`'s duration (zero if never set).
+    pub fn get(&self, stage: Stage) -> Duration {
+        self.0[stage.index()]
+    }
+
+    /// Sets `stage`'s duration.
+    pub fn set(&mut self, stage: Stage, d: Duration) {
+        self.0[stage.index()] = d;
+    }
+
+    /// Every stage with its duration, in pipeline order.
+    pub fn iter(&self) -> impl Iterator<Item = (Stage, Duration)> + '_ {
+        Stage::ALL.iter().map(|&s| (s, self.get(s)))
     }
 }
 
@@ -154,10 +185,10 @@ impl fmt::Display for Summary {
     }
 }
 
-/// One [`Window`] per [`Stage`]. About 16 KiB, all inline.
+/// One [`Window`] per [`Stage`]. About 20 KiB, all inline.
 #[derive(Clone, Debug, Default)]
 pub struct LatencyStats {
-    windows: [Window<WINDOW>; 4],
+    windows: [Window<WINDOW>; Stage::COUNT],
 }
 
 impl LatencyStats {
@@ -169,6 +200,13 @@ impl LatencyStats {
     /// Adds a duration to `stage`'s window.
     pub fn record(&mut self, stage: Stage, d: Duration) {
         self.windows[stage.index()].record(d);
+    }
+
+    /// Adds every stage of one frame.
+    pub fn record_all(&mut self, timings: &Timings) {
+        for (stage, d) in timings.iter() {
+            self.record(stage, d);
+        }
     }
 
     /// `stage`'s percentiles, `None` before its first duration.
@@ -231,5 +269,22 @@ mod tests {
         assert!(stats.summary(Stage::Capture).is_none());
         stats.clear();
         assert!(stats.summary(Stage::Inference).is_none());
+    }
+
+    #[test]
+    fn timings_keep_each_stage_apart() {
+        let mut t = Timings::default();
+        for (i, stage) in Stage::ALL.into_iter().enumerate() {
+            t.set(stage, Duration::from_millis(i as u64 + 1));
+        }
+        assert_eq!(t.get(Stage::Inference), Duration::from_millis(3));
+        let names: Vec<_> = t.iter().map(|(s, d)| (s.name(), d.as_millis())).collect();
+        assert_eq!(
+            names,
+            [("capture", 1), ("preprocess", 2), ("inference", 3), ("postprocess", 4), ("total", 5)]
+        );
+        let mut stats = LatencyStats::new();
+        stats.record_all(&t);
+        assert_eq!(stats.last(Stage::Total), Some(Duration::from_millis(5)));
     }
 }

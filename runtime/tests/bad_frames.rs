@@ -26,7 +26,7 @@ fn bad_frames_are_typed_errors_and_the_classifier_recovers() {
     let mut classifier = Classifier::new(&path, &config).unwrap();
     let good = frame_bytes(PixelFormat::Yuyv, 640, 480, None, 9);
     let good_frame = Frame::new(&good, PixelFormat::Yuyv, 640, 480);
-    let baseline = classes(&classifier.classify(&good_frame).unwrap());
+    let baseline = classes(&classifier.classify(&good_frame).unwrap().top);
     let input_before = classifier.input().to_vec();
 
     let jpeg = frame_bytes(PixelFormat::Mjpeg, 320, 240, None, 2);
@@ -87,7 +87,7 @@ fn bad_frames_are_typed_errors_and_the_classifier_recovers() {
             other => panic!("{name}: {other:?}"),
         }
         assert_eq!(classifier.input(), input_before.as_slice(), "{name}: the tensor was touched");
-        assert_eq!(classes(&classifier.classify(&good_frame).unwrap()), baseline, "after {name}");
+        assert_eq!(classes(&classifier.classify(&good_frame).unwrap().top), baseline, "after {name}");
     }
     // A region of interest that a smaller frame does not contain.
     let config = ClassifierConfig { roi: Some(Roi { x: 400, y: 300, width: 200, height: 150 }), ..config };

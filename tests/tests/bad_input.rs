@@ -16,9 +16,10 @@ fn small() -> Arch {
 fn import_error(ckpt: &Path) -> String {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("model.onnx");
-    let err = bit_tools::import_checkpoint(ckpt, &out, &ImportOptions::default())
-        .expect_err("import must fail")
-        .to_string();
+    // As the CLI prints it: the error and its causes, `{:#}`.
+    let err =
+        bit_tools::import_checkpoint(ckpt, &out, &ImportOptions::default()).expect_err("import must fail");
+    let err = format!("{:#}", anyhow::Error::new(err));
     let left: Vec<PathBuf> = std::fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(left.is_empty(), "failed import left {left:?}");
     assert!(err.contains(&ckpt.display().to_string()), "error does not name the file: {err}");
@@ -105,7 +106,8 @@ fn unknown_layouts_and_formats() {
     assert!(import_error(&text).contains("unknown checkpoint format"));
 
     let missing = dir.path().join("does-not-exist.npz");
-    assert!(import_error(&missing).contains("No such file"));
+    let err = import_error(&missing);
+    assert_eq!(err.matches("No such file").count(), 1, "the OS error is printed once: {err}");
 }
 
 #[test]
@@ -144,6 +146,10 @@ fn unreadable_image_and_model() {
 
     let model = dir.path().join("model.onnx");
     std::fs::write(&model, b"not protobuf at all \xff\xff\xff").unwrap();
-    let err = bit_runtime::Model::load(&model, &Default::default()).unwrap_err().to_string();
+    let err = format!(
+        "{:#}",
+        anyhow::Error::new(bit_runtime::Model::load(&model, &Default::default()).unwrap_err())
+    );
     assert!(err.contains("model.onnx") && err.contains("not a readable ONNX model"), "{err}");
+    assert_eq!(err.matches("not a readable ONNX model").count(), 1, "{err}");
 }

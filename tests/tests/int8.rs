@@ -85,9 +85,14 @@ fn every_convolution_runs_on_integer_kernels() {
 #[test]
 fn integer_matmuls_cover_whole_convolutions() {
     let (_, int8) = int8_fixture();
-    let options = bit_runtime::LoadOptions { input_size: Some(128), threads: 1, labels: None };
-    let model = bit_runtime::Model::load(int8, &options).unwrap();
-    let typed = model.plan().model();
+    // Built as the runtime builds it (the one builder), with the plan in reach.
+    let proto = bit_engine::proto::read(int8).unwrap();
+    let session = bit_engine::Session::build(
+        proto,
+        &bit_engine::Options { threads: 1, ..bit_engine::Options::new(128) },
+    )
+    .unwrap();
+    let typed = session.plan().model();
     let mut checked = 0;
     for node in typed.nodes().iter().filter(|n| n.op().name() == "OptMatMul") {
         if node.name.starts_with("head/") {
@@ -426,9 +431,9 @@ fn fused_group_norm_quantize_matches_the_onnx_chain() {
     };
     let standard = run(onnx(), &proto);
     let mut fused_proto = proto.clone();
-    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut fused_proto).group_norm_chains, 1, "one chain fused");
+    assert_eq!(bit_engine::rewrite::for_tract(&mut fused_proto).group_norm_chains, 1, "one chain fused");
     assert_eq!(fused_proto.graph.as_ref().unwrap().node.len(), 1);
-    let fused = run(bit_runtime::fused::onnx_framework(), &fused_proto);
+    let fused = run(bit_engine::ops::onnx(), &fused_proto);
     let max = standard.iter().zip(&fused).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
     let differ = standard.iter().zip(&fused).filter(|(a, b)| a != b).count();
     let clipped = standard.iter().filter(|&&v| v == 0 || v == 255).count();
@@ -443,7 +448,7 @@ fn runtime_fuses_every_group_norm_quantize_chain_and_agrees() {
     let (float, int8) = int8_fixture();
     let mut proto = bit_tools::probe::read_proto(int8).unwrap();
     // R14: 4 units x 3 GroupNorms feed convolutions (the head's does not).
-    assert_eq!(bit_runtime::fused::fuse_for_tract(&mut proto).group_norm_chains, 12);
+    assert_eq!(bit_engine::rewrite::for_tract(&mut proto).group_norm_chains, 12);
     let opts = bit_runtime::LoadOptions { input_size: Some(128), ..Default::default() };
     let img = bit_runtime::load_image(&repo_root().join("samples/images/chelsea.png")).unwrap();
     let mut m = bit_runtime::Model::load(int8, &opts).unwrap();
@@ -547,8 +552,8 @@ fn constant_work(model: &TypedModel) -> Vec<String> {
 fn load_time_folding_removes_per_frame_constant_work_and_changes_nothing() {
     let (_, int8) = int8_fixture();
     let mut proto = bit_tools::probe::read_proto(int8).unwrap();
-    bit_runtime::fused::fuse_for_tract(&mut proto);
-    let typed = bit_runtime::fused::onnx_framework()
+    bit_engine::rewrite::for_tract(&mut proto);
+    let typed = bit_engine::ops::onnx()
         .model_for_proto_model(&proto)
         .unwrap()
         .with_input_fact(0, f32::fact([1, 3, 128, 128]).into())
@@ -559,7 +564,7 @@ fn load_time_folding_removes_per_frame_constant_work_and_changes_nothing() {
     let left = constant_work(&plain);
     println!("tract alone leaves {} constant nodes: {left:?}", left.len());
     assert!(left.iter().any(|n| n.contains("Cast")), "the premise: tract leaves i32 kernel casts");
-    let folded = bit_runtime::optimize::optimize(typed).unwrap();
+    let folded = bit_engine::optimize::optimize(typed).unwrap();
     assert_eq!(constant_work(&folded), Vec::<String>::new());
     assert!(folded.nodes.len() < plain.nodes.len());
     let input: Vec<f32> = (0..3 * 128 * 128).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
@@ -586,15 +591,15 @@ fn run_proto(
 fn standard_and_rewritten(
     proto: &tract_onnx::pb::ModelProto,
     inputs: &[Tensor],
-) -> (bit_runtime::fused::Fused, Vec<f32>, Vec<f32>) {
+) -> (bit_engine::rewrite::Rewrites, Vec<f32>, Vec<f32>) {
     let run = |framework: tract_onnx::Onnx, proto: &tract_onnx::pb::ModelProto| -> Vec<f32> {
         let out = run_proto(framework, proto, inputs);
         out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
     };
     let standard = run(onnx(), proto);
     let mut rewritten = proto.clone();
-    let fused = bit_runtime::fused::fuse_for_tract(&mut rewritten);
-    (fused, standard, run(bit_runtime::fused::onnx_framework(), &rewritten))
+    let fused = bit_engine::rewrite::for_tract(&mut rewritten);
+    (fused, standard, run(bit_engine::ops::onnx(), &rewritten))
 }
 
 fn u8_const(g: &mut GraphBuilder, name: &str, v: u8) -> String {

@@ -29,18 +29,7 @@ const INT8_TOL: f32 = 1e-2;
 
 /// The matrix-multiplication kernels tract chose for `m` (their names say the ISA and tile).
 fn kernels(m: &Model) -> Vec<String> {
-    let mut names: Vec<String> = m
-        .plan()
-        .model()
-        .nodes()
-        .iter()
-        .filter(|n| n.op().name() == "OptMatMul")
-        .flat_map(|n| n.op().info().unwrap_or_default())
-        .filter_map(|info| Some(info.split_once("with [")?.1.trim_end_matches(']').to_string()))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    m.kernels()
 }
 
 /// Classifications of the sample photos (`top5`, `logits` per file name) and the kernels.

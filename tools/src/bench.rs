@@ -131,7 +131,10 @@ fn status_kb(field: &str) -> u64 {
 /// op kind, and the slowest nodes.
 pub fn profile(model: &Path, input_size: Option<u32>, runs: usize, top: usize, threads: usize) -> Result<()> {
     let proto = bit_tools::probe::read_proto(model)?;
-    let info = bit_runtime::ModelInfo::from_proto(model, &proto)?;
+    let info = bit_runtime::ModelInfo::from_metadata(
+        model,
+        proto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())),
+    )?;
     let size = input_size.unwrap_or(info.preprocess.input_size);
     let mut probe = bit_tools::probe::Probe::new(model, &proto, &[], size, threads)?;
     drop(proto);

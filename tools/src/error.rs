@@ -7,12 +7,29 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A model file could not be read, or is not ONNX.
+    #[error("{}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: bit_engine::proto::ReadError,
+    },
+    /// tract could not build or run a model.
+    #[error("{}: tract", path.display())]
+    Tract {
+        /// The model file.
+        path: PathBuf,
+        /// tract's error.
+        #[source]
+        source: bit_runtime::Cause,
     },
     /// The file is not any checkpoint format this tool reads.
     #[error("{}: unknown checkpoint format: {detail}", path.display())]

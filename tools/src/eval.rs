@@ -54,8 +54,14 @@ pub fn evaluate(
     let fproto = read_proto(float_path)?;
     let qproto = read_proto(quant_path)?;
     let sites = conv_sites(float_path, &fproto)?;
-    let info = bit_runtime::ModelInfo::from_proto(float_path, &fproto).map_err(|e| {
-        ImportError::Unsupported { path: float_path.to_owned(), key: String::new(), detail: e.to_string() }
+    let info = bit_runtime::ModelInfo::from_metadata(
+        float_path,
+        fproto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())),
+    )
+    .map_err(|e| ImportError::Unsupported {
+        path: float_path.to_owned(),
+        key: String::new(),
+        detail: e.to_string(),
     })?;
     let size = input_size.unwrap_or(info.preprocess.input_size);
     let files = list_images(dir)?;
@@ -70,10 +76,9 @@ pub fn evaluate(
     let names: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
     let mut fprobe = Probe::new(float_path, &fproto, &names, size, threads)?;
     let mut qprobe = Probe::new(quant_path, &qproto, &names, size, threads)?;
-    let run_err = |p: &Path, e: tract_onnx::prelude::TractError| ImportError::Unsupported {
+    let run_err = |p: &Path, e: bit_engine::tract_onnx::prelude::TractError| ImportError::Tract {
         path: p.to_owned(),
-        key: String::new(),
-        detail: format!("run failed: {e:#}"),
+        source: e.into(),
     };
 
     let labels = info.labels.unwrap_or_default();

@@ -383,8 +383,11 @@ pub fn finetune(
     let proto = read_proto(float_path)?;
     let graph = proto.graph.as_ref().ok_or_else(|| data_err(float_path, "no graph"))?;
     let (head_node, feature_name, weight_name, bias_name) = find_head(float_path, graph)?;
-    let info = bit_runtime::ModelInfo::from_proto(float_path, &proto)
-        .map_err(|e| data_err(float_path, e.to_string()))?;
+    let info = bit_runtime::ModelInfo::from_metadata(
+        float_path,
+        proto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())),
+    )
+    .map_err(|e| data_err(float_path, e.to_string()))?;
     let size = options.input_size.unwrap_or(info.preprocess.input_size);
     let (train, held) = split(&data, options.holdout, options.seed);
 

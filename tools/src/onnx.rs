@@ -274,24 +274,10 @@ pub fn write_model(model: &pb::ModelProto, path: &Path) -> Result<(), ImportErro
     write_atomically(path, &model.encode_to_vec())
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
+/// Writes `bytes` to `path` through a synced temporary file and a rename
+/// ([`bit_runtime::fs::write_atomically`]), readable by everyone (0644: the daemon runs as a
+/// dynamic user and reads the models).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImportError> {
-    use std::io::Write;
-    let io_err = |source| ImportError::Io { path: path.to_owned(), source };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp =
-        tempfile::Builder::new().prefix(".bit-tool-").suffix(".partial").tempfile_in(dir).map_err(io_err)?;
-    tmp.write_all(bytes).map_err(io_err)?;
-    // tempfile creates 0600; models and frames are read by other users (the daemon runs as
-    // a dynamic user), so give the file the usual 0644.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io_err)?;
-    }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
+    bit_runtime::fs::write_atomically(path, bytes, 0o644)
+        .map_err(|source| ImportError::Io { path: path.to_owned(), source })
 }

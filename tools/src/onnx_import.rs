@@ -685,7 +685,7 @@ pub fn import_onnx(
     graph.initializer.retain(|t| read.contains(&t.name));
     let ops_after = count_ops(graph);
 
-    let known = bit_runtime::fused::onnx_framework();
+    let known = bit_engine::ops::onnx();
     let unsupported: Vec<&String> =
         ops_after.keys().filter(|op| !known.op_register.0.contains_key(*op)).collect();
     if !unsupported.is_empty() {

@@ -445,8 +445,14 @@ fn calibration_set(
     mut files: Vec<PathBuf>,
     options: &QuantizeOptions,
 ) -> Result<CalibrationSet, ImportError> {
-    let info = bit_runtime::ModelInfo::from_proto(float_path, proto).map_err(|e| {
-        ImportError::Unsupported { path: float_path.to_owned(), key: String::new(), detail: e.to_string() }
+    let info = bit_runtime::ModelInfo::from_metadata(
+        float_path,
+        proto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())),
+    )
+    .map_err(|e| ImportError::Unsupported {
+        path: float_path.to_owned(),
+        key: String::new(),
+        detail: e.to_string(),
     })?;
     let size = options.input_size.unwrap_or(info.preprocess.input_size);
     let calib_err =

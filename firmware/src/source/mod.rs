@@ -77,6 +77,12 @@ pub trait FrameSource {
     /// classifier's buffers).
     fn frame_limit(&self) -> (u32, u32);
 
+    /// The frame sizes known before opening (a replay's files, a camera's configured size);
+    /// empty when only the device can tell.
+    fn known_sizes(&self) -> Vec<(u32, u32)> {
+        Vec::new()
+    }
+
     /// Opens (or reopens) the source; `min_size` is the smallest frame that needs no
     /// upscaling (the model's input, or what its contract resizes to before cropping).
     fn open(&mut self, min_size: (u32, u32)) -> Result<(), OpenError>;

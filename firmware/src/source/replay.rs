@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bit_runtime::frame::MAX_SIDE;
 use bit_runtime::{Frame, PixelFormat, raw_frame_kind};
 
 use super::{Captured, FrameSource, OpenError, SourceError};
@@ -22,6 +23,11 @@ struct Recorded {
     width: u32,
     height: u32,
 }
+
+/// Largest raw frame file replayed (an uncompressed 4K RGB frame is 24 MiB).
+const MAX_FILE: u64 = 64 << 20;
+/// Most frame bytes a replay keeps in memory.
+const MAX_TOTAL: usize = 512 << 20;
 
 /// Plays back the files of a directory (sorted by name), or one file.
 pub struct ReplaySource {
@@ -54,18 +60,44 @@ impl ReplaySource {
             vec![config.path.clone()]
         };
         let mut frames = Vec::with_capacity(files.len());
+        let mut total = 0usize;
         for f in &files {
             let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if let Some((format, width, height)) = raw_frame_kind(f) {
+                // Raw frames replay as they are, wrong lengths included (a camera delivers
+                // those too), but a size no camera has would only size the buffers for it.
+                if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+                    log::warn!(
+                        "replay: skipping {}: {width}x{height} is not a frame size (1..={MAX_SIDE} a side)",
+                        f.display()
+                    );
+                    continue;
+                }
+                let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+                if len > MAX_FILE {
+                    log::warn!("replay: skipping {}: {len} bytes, more than {MAX_FILE}", f.display());
+                    continue;
+                }
                 match std::fs::read(f) {
-                    Ok(data) => frames.push(Recorded { name, data, format, width, height }),
+                    Ok(data) => {
+                        total += data.len();
+                        frames.push(Recorded { name, data, format, width, height })
+                    }
                     Err(e) => log::warn!("replay: skipping {}: {e}", f.display()),
+                }
+                if total > MAX_TOTAL {
+                    return Err(OpenError::Unusable(format!(
+                        "replay {}: the files hold more than {} MiB of frames (the replay keeps them in memory)",
+                        config.path.display(),
+                        MAX_TOTAL >> 20
+                    )));
                 }
                 continue;
             }
             match bit_runtime::load_image(f) {
                 Ok(img) => {
                     let (width, height) = img.dimensions();
+                    total += img.as_raw().len();
                     frames.push(Recorded {
                         name,
                         data: img.into_raw(),
@@ -126,6 +158,13 @@ impl FrameSource for ReplaySource {
 
     fn frame_limit(&self) -> (u32, u32) {
         self.limit
+    }
+
+    fn known_sizes(&self) -> Vec<(u32, u32)> {
+        let mut sizes: Vec<_> = self.frames.iter().map(|f| (f.width, f.height)).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
     }
 
     fn open(&mut self, _min_size: (u32, u32)) -> Result<(), OpenError> {

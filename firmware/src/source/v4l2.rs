@@ -112,7 +112,7 @@ pub fn enumerate(device: &Device, limit: (u32, u32)) -> std::io::Result<Vec<Form
 
 /// The runtime's pixel format for a V4L2 fourcc (`JPEG` is MJPEG by another name).
 pub fn pixel_format(code: [u8; 4]) -> Option<PixelFormat> {
-    if &code == b"JPEG" { Some(PixelFormat::Mjpeg) } else { PixelFormat::from_fourcc(code) }
+    crate::negotiate::pixel_format(code)
 }
 
 fn fourcc_text(code: [u8; 4]) -> String {
@@ -129,6 +129,10 @@ impl FrameSource for V4l2Source {
 
     fn frame_limit(&self) -> (u32, u32) {
         self.limit
+    }
+
+    fn known_sizes(&self) -> Vec<(u32, u32)> {
+        self.config.size.into_iter().collect()
     }
 
     fn open(&mut self, min_size: (u32, u32)) -> Result<(), OpenError> {
