@@ -655,40 +655,29 @@ where
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        // Fast path: the slice fits entirely within the current panel. Writes
-        // are then guaranteed to be `ts.len()` consecutive memory locations
-        // followed by the same panel/lane bookkeeping the per-element path
-        // performs. This produces byte-identical output to a per-element loop.
-        //
-        // When the slice would cross a panel boundary, fall back to the
-        // per-element path so all transition logic stays in one place.
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        if n < self.remain {
-            // Strictly inside the current panel: bulk copy, then advance.
+    // bit-edge patch 0002: packing writers copy whole panel segments
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // Copy the slice one panel segment at a time: each segment is consecutive memory,
+        // followed by the same panel/lane bookkeeping `write` does after its last element of
+        // a panel row. Byte-identical to the per-element loop. (Patched for bit-edge: the
+        // original fell back to per-element writes whenever the slice crossed a panel, which
+        // is almost always the case for im2col rows.)
+        while !ts.is_empty() {
+            let n = ts.len().min(self.remain);
             unsafe {
                 std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
                 self.ptr = self.ptr.add(n);
             }
             self.remain -= n;
-        } else if n == self.remain {
-            // Exactly fills the current panel: bulk copy, then run the same
-            // panel-transition bookkeeping that `write` does on its final
-            // element. The transition is performed unconditionally here
-            // (rather than calling `write` for the last element) to keep the
-            // semantics identical even when the trait is inlined separately.
-            unsafe {
-                std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
-                self.ptr = self.ptr.add(n);
-                self.current_panel += 1;
-                if self.current_panel == self.panels {
-                    self.ptr = self.ptr.offset(self.next_lane);
-                    self.current_panel = 0;
-                } else {
-                    self.ptr = self.ptr.offset(self.next_panel);
+            if self.remain == 0 {
+                unsafe {
+                    self.current_panel += 1;
+                    if self.current_panel == self.panels {
+                        self.ptr = self.ptr.offset(self.next_lane);
+                        self.current_panel = 0;
+                    } else {
+                        self.ptr = self.ptr.offset(self.next_panel);
+                    }
                 }
                 if self.current_panel == self.panels - 1 {
                     self.remain = self.last_panel_width;
@@ -696,12 +685,8 @@ where
                     self.remain = self.panel_width;
                 }
             }
-        } else {
-            // Spans a panel boundary. Fall back to per-element writes so the
-            // panel-transition state machine handles every step.
-            for t in ts {
-                self.write(*t);
-            }
+            // bit-edge patch 0002: packing writers copy whole panel segments
+            ts = &ts[n..];
         }
     }
 }
@@ -1114,6 +1099,12 @@ where
     T: Copy + std::fmt::Debug,
 {
     base: *mut T,
+    // bit-edge patch 0002: packing writers copy whole panel segments
+    // Patched for bit-edge: the writer keeps a pointer to the next element and the count left
+    // in the current (panel, k) segment, so `write` is a store, an add and a decrement; the
+    // offset is recomputed only when a segment ends. Same layout as upstream 0.23.9.
+    ptr: *mut T,
+    remain: usize,
     r4: usize,        // r * 4
     panel_len: usize, // k_aligned * r
     panels: usize,
@@ -1122,7 +1113,7 @@ where
     kb: usize, // k / 4
     kr: usize, // k % 4
     panel: usize,
-    local_mn: usize,
+    // bit-edge patch 0002: packing writers copy whole panel segments
     _phantom: PhantomData<&'p T>,
 }
 
@@ -1135,6 +1126,9 @@ where
         let last_panel_width = mn - (panels - 1) * r;
         KOut4Writer {
             base,
+            // bit-edge patch 0002: packing writers copy whole panel segments
+            ptr: base,
+            remain: if panels == 1 { last_panel_width } else { r },
             r4: r * 4,
             panel_len,
             panels,
@@ -1143,29 +1137,29 @@ where
             kb: 0,
             kr: 0,
             panel: 0,
-            local_mn: 0,
+            // bit-edge patch 0002: packing writers copy whole panel segments
             _phantom: PhantomData,
         }
     }
-    #[inline(always)]
-    fn panel_width(&self) -> usize {
-        if self.panel == self.panels - 1 { self.last_panel_width } else { self.panel_width }
-    }
-    #[inline(always)]
-    fn advance(&mut self, by: usize) {
-        self.local_mn += by;
-        if self.local_mn >= self.panel_width() {
-            self.local_mn = 0;
-            self.panel += 1;
-            if self.panel == self.panels {
-                self.panel = 0;
-                self.kr += 1;
-                if self.kr == 4 {
-                    self.kr = 0;
-                    self.kb += 1;
-                }
+
+    /// Moves to the next (panel, k) segment: the next panel for the same k, or panel 0 for
+    /// the next k.
+    #[inline(never)]
+    fn next_segment(&mut self) {
+        self.panel += 1;
+        if self.panel == self.panels {
+            self.panel = 0;
+            self.kr += 1;
+            if self.kr == 4 {
+                self.kr = 0;
+                self.kb += 1;
             }
         }
+        self.remain =
+            if self.panel == self.panels - 1 { self.last_panel_width } else { self.panel_width };
+        // wrapping: after the last element the pointer may point past the buffer; it is
+        // never dereferenced there.
+        self.ptr = self.base.wrapping_add(self.panel * self.panel_len + self.kb * self.r4 + self.kr);
     }
 }
 
@@ -1176,34 +1170,113 @@ where
     #[inline(always)]
     fn write(&mut self, t: T) {
         unsafe {
-            let off = self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr;
-            *self.base.add(off) = t;
+            // bit-edge patch 0002: packing writers copy whole panel segments
+            *self.ptr = t;
         }
-        self.advance(1);
+        self.ptr = self.ptr.wrapping_add(4);
+        self.remain -= 1;
+        if self.remain == 0 {
+            self.next_segment();
+        }
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        let pw = self.panel_width();
-        if self.local_mn + n <= pw {
-            // Whole slice stays inside the current (panel, k): tight stride-4 store.
-            unsafe {
-                let mut d = self.base.add(
-                    self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr,
-                );
-                for &t in ts {
-                    *d = t;
-                    d = d.add(4);
-                }
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // One (panel, k) segment at a time: a tight stride-4 store, then the same bookkeeping
+        // as `write`. Byte-identical to the per-element loop.
+        while !ts.is_empty() {
+            let n = ts.len().min(self.remain);
+            for (i, &t) in ts[..n].iter().enumerate() {
+                unsafe { *self.ptr.add(4 * i) = t };
             }
-            self.advance(n);
-        } else {
-            for &t in ts {
-                self.write(t);
+            self.ptr = self.ptr.wrapping_add(4 * n);
+            self.remain -= n;
+            if self.remain == 0 {
+                self.next_segment();
+            }
+            ts = &ts[n..];
+        }
+    }
+}
+
+// bit-edge patch 0003: PackedI8K4::pack_view interleaves full panels with SIMD
+/// Patched for bit-edge (third_party/README.md): writes `rows[j][l]` to `block[4 * l + j]` for
+/// `l < R`, the K=4-inner layout of four k-rows of one panel. SSE2 (x86_64) and NEON (aarch64)
+/// for R = 8 and 16, scalar otherwise.
+///
+/// # Safety
+/// Each row must be readable for `R` bytes and `block` writable for `4 * R` bytes.
+#[inline(always)]
+pub unsafe fn interleave4<const R: usize>(rows: [*const u8; 4], block: *mut u8) {
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            // SSE2 is part of x86_64's baseline.
+            if R == 16 {
+                let ld = |j: usize| _mm_loadu_si128(rows[j] as *const __m128i);
+                let (a, b, c, d) = (ld(0), ld(1), ld(2), ld(3));
+                let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+                let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+                let o = block as *mut __m128i;
+                _mm_storeu_si128(o, _mm_unpacklo_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
+                _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+                return;
+            }
+            if R == 8 {
+                let ld = |j: usize| _mm_loadl_epi64(rows[j] as *const __m128i);
+                let ab = _mm_unpacklo_epi8(ld(0), ld(1));
+                let cd = _mm_unpacklo_epi8(ld(2), ld(3));
+                let o = block as *mut __m128i;
+                _mm_storeu_si128(o, _mm_unpacklo_epi16(ab, cd));
+                _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(ab, cd));
+                return;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::aarch64::*;
+            // NEON is part of aarch64's baseline; ST4 is exactly this interleave.
+            if R == 16 {
+                let ld = |j: usize| vld1q_u8(rows[j]);
+                vst4q_u8(block, uint8x16x4_t(ld(0), ld(1), ld(2), ld(3)));
+                return;
+            }
+            if R == 8 {
+                let ld = |j: usize| vld1_u8(rows[j]);
+                vst4_u8(block, uint8x8x4_t(ld(0), ld(1), ld(2), ld(3)));
+                return;
+            }
+        }
+        for l in 0..R {
+            let v = u32::from_le_bytes([*rows[0].add(l), *rows[1].add(l), *rows[2].add(l), *rows[3].add(l)]);
+            std::ptr::write_unaligned(block.add(4 * l) as *mut u32, v);
+        }
+    }
+}
+
+/// Patched for bit-edge: `PackedI8K4::pack_view` for rows contiguous along mn, one full panel
+/// at a time with [`interleave4`]; the caller handles a partial last panel.
+unsafe fn pack_k4_contiguous<const R: usize>(
+    src: *const u8,
+    ks: isize,
+    k: usize,
+    mn: usize,
+    dst: *mut u8,
+    pl: usize,
+) {
+    static ZEROS: [u8; 64] = [0; 64];
+    unsafe {
+        for p in 0..mn / R {
+            let panel = dst.add(p * pl);
+            for kb in 0..k.div_ceil(4) {
+                let row = |kr: usize| {
+                    let kk = kb * 4 + kr;
+                    if kk < k { src.offset(kk as isize * ks).add(p * R) } else { ZEROS.as_ptr() }
+                };
+                interleave4::<R>([row(0), row(1), row(2), row(3)], panel.add(kb * 4 * R));
             }
         }
     }
@@ -1257,13 +1330,27 @@ impl PackedI8K4 {
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
+        // bit-edge patch 0003: PackedI8K4::pack_view interleaves full panels with SIMD
         let (ks, ms) = (st[k_axis], st[mn_axis]);
         let kblocks = kp / 4;
+        // Patched for bit-edge: full panels of rows contiguous along mn are interleaved with
+        // SIMD; only what remains (a partial last panel) goes through the scalar loop below,
+        // after zeroing what it does not write.
+        let fast = ms == 1 && matches!(self.r, 8 | 16) && t.datum_type().size_of() == 1;
+        let first_scalar_panel = if fast { mn / self.r } else { 0 };
+        unsafe {
+            let (src, dst) = (t.as_ptr_unchecked::<u8>(), blob.as_mut_ptr());
+            match (fast, self.r) {
+                (true, 8) => pack_k4_contiguous::<8>(src, ks, k, mn, dst, pl),
+                (true, 16) => pack_k4_contiguous::<16>(src, ks, k, mn, dst, pl),
+                _ => (),
+            }
+        }
+        blob.as_bytes_mut()[first_scalar_panel * pl..].fill(0);
         unsafe {
             let src = t.as_ptr_unchecked::<i8>();
             let dst = blob.as_mut_ptr() as *mut i8;
-            for p in 0..panels {
+            for p in first_scalar_panel..panels {
                 let pw = self.r.min(mn - p * self.r);
                 let panel = dst.add(p * pl);
                 let mn0 = (p * self.r) as isize;

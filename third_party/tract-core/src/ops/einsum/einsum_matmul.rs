@@ -31,8 +31,12 @@ fn merge_same_role_axes_rule(
     node_name: &str,
     op: &EinSum,
 ) -> TractResult<Option<TypedModelPatch>> {
-    // Only handle 2-input EinSums (matmul-like)
-    rule_if!(node.inputs.len() == 2);
+    // bit-edge patch 0002: quantized matmuls merge H and W like float ones
+    // Only handle matmul-like EinSums: two inputs, or a quantized one whose extra
+    // inputs (bias, zero points, scales) hold none of the merged axes (checked below).
+    // [bit-edge patch: quantized EinSums were skipped, so a 1x1 conv over NCHW ran one
+    // matmul per image row (n = W) instead of one over H*W.]
+    rule_if!(node.inputs.len() == 2 || op.q_params.is_some());
 
     // Compute role signature for each axis: (in_input_0, in_input_1, in_output)
     type Role = (bool, bool, bool);
@@ -134,7 +138,11 @@ fn merge_same_role_axes_rule(
         // Decline merges that combine fewer than two non-unit axes: they don't
         // shrink the matmul loop count, they only add reshapes / a MoveAxis.
         let worth_merging = group.iter().filter(|c| is_non_unit(c)).count() >= 2;
-        if !dims_match || !worth_merging {
+        // bit-edge patch 0002: quantized matmuls merge H and W like float ones
+        let in_extra_inputs = group.iter().any(|c| {
+            op.axes.axis(*c).is_ok_and(|a| a.inputs.iter().skip(2).any(|pos| !pos.is_empty()))
+        });
+        if !dims_match || !worth_merging || in_extra_inputs {
             best_group = None;
         }
     }
@@ -194,7 +202,14 @@ fn merge_same_role_axes_rule(
         let in0: String = a_order.iter().collect();
         let in1: String = b_order.iter().collect();
         let out: String = adjusted_c_order.iter().collect();
-        let expr = format!("{in0},{in1}->{out}");
+        // bit-edge patch 0002: quantized matmuls merge H and W like float ones
+        let extra: String = (2..node.inputs.len())
+            .map(|slot| {
+                let axes: String = op.axes.axes(InOut::In(slot)).map(|a| a.repr).collect();
+                format!(",{axes}")
+            })
+            .collect();
+        let expr = format!("{in0},{in1}{extra}->{out}");
         let mut new_axes: AxesMapping = expr.parse()?;
         for &drop in &drop_set {
             new_axes = new_axes.remove_axis(drop)?;
@@ -255,6 +270,8 @@ fn merge_same_role_axes_rule(
 
     // Second pass: look for same-role pairs separated by exactly one k-like axis
     // in a single input. Insert a MoveAxis to push the separator to the end.
+    // bit-edge patch 0002: quantized matmuls merge H and W like float ones
+    rule_if!(node.inputs.len() == 2);
     let k_role: Role = (true, true, false); // present in both inputs, absent from output
     let role_of = |c: char| axes.iter().find(|(ch, _)| *ch == c).map(|(_, r)| *r);
 

@@ -187,7 +187,17 @@ impl EvalOp for Im2Col {
                     } else if n % r != 0 {
                         data.as_bytes_mut()[(n / r) * panel_bytes..].fill(0);
                     }
-                    if n > 0 {
+                    // bit-edge patch 0001: panel-major im2col for 8-bit 2D convolutions
+                    if n > 0
+                        && !panel_major::try_2d_bytes(
+                            &geometry,
+                            &input,
+                            &mut data,
+                            g,
+                            pad_value,
+                            single_panel_len,
+                        )?
+                    {
                         dispatch_copy_by_size!(Patcher::patch(dt)(
                             &geometry.patcher,
                             &geometry,
@@ -599,6 +609,191 @@ impl Patcher {
                 }
             }
             Ok(())
+        }
+    }
+}
+// bit-edge patch 0001: panel-major im2col for 8-bit 2D convolutions
+
+/// Patched for bit-edge (third_party/README.md): im2col of 8-bit 2D NCHW inputs, written panel
+/// by panel. The upstream patchers walk K-outer (for each k, every output position), so each
+/// element is one scattered store through a packing writer. Here the group's channels are
+/// first copied into a buffer padded with the pad value, so every tap is in bounds; then for
+/// each panel of `r` output positions and each k, the `r` values are gathered (one fixed-size
+/// copy per output row the panel touches when the stride along x is 1) into a small row and
+/// stored in the kernel's layout: `r` contiguous bytes for `PackedFormat`, and for
+/// `PackedI8K4` four such rows interleaved into one `4 * r` block. Same bytes as the upstream
+/// patchers (checked against plain integer convolution in `tests/tests/int8.rs`).
+mod panel_major {
+    use super::*;
+
+    // bit-edge patch 0003: panel-major im2col spread over the executor threads
+    #[derive(Clone, Copy)]
+    enum Layout {
+        /// (k, n) at (n / r) * panel_len + k * r + n % r.
+        KOuter,
+        /// (k, n) at (n / r) * panel_len + (k / 4) * 4r + (n % r) * 4 + k % 4.
+        K4,
+    }
+
+    pub(super) fn try_2d_bytes(
+        geo: &ConcreteGeometry,
+        input: &TensorView,
+        data: &mut Tensor,
+        g: usize,
+        pad_value: Option<&Tensor>,
+        panel_len: usize,
+    ) -> TractResult<bool> {
+        let dt = input.datum_type();
+        if dt.size_of() != 1 || geo.pool.patch.rank() != 2 || !input.datum_type().is_copy() {
+            return Ok(false);
+        }
+        let shape = &geo.input_shape_with_n;
+        let (h, w) = (shape.hw_dims()[0], shape.hw_dims()[1]);
+        if *shape.w_stride() != 1 || *shape.h_stride() != w || *shape.c_stride() != h * w {
+            return Ok(false);
+        }
+        let (layout, r) = if let Some(pf) = geo.out_format.downcast_ref::<PackedFormat>() {
+            (Layout::KOuter, pf.r)
+        } else if let Some(p4) = geo.out_format.downcast_ref::<PackedI8K4>() {
+            (Layout::K4, p4.r)
+        } else {
+            return Ok(false);
+        };
+        let pad = match pad_value {
+            Some(t) => unsafe { *t.as_ptr_unchecked::<u8>() },
+            None => 0,
+        };
+        unsafe {
+            let input = input.as_ptr_unchecked::<u8>();
+            let out = data.as_bytes_mut().as_mut_ptr();
+            Ok(match r {
+                4 => run::<4>(geo, input, g, pad, out, panel_len, layout),
+                8 => run::<8>(geo, input, g, pad, out, panel_len, layout),
+                16 => run::<16>(geo, input, g, pad, out, panel_len, layout),
+                32 => run::<32>(geo, input, g, pad, out, panel_len, layout),
+                _ => false,
+            })
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run<const R: usize>(
+        geo: &ConcreteGeometry,
+        input: *const u8,
+        g: usize,
+        pad: u8,
+        out: *mut u8,
+        panel_len: usize,
+        layout: Layout,
+    ) -> bool {
+        unsafe {
+            let patch = &geo.pool.patch;
+            let shape = &geo.input_shape_with_n;
+            let (h, w) = (shape.hw_dims()[0], shape.hw_dims()[1]);
+            let (ho, wo) = (patch.output_shape[0], patch.output_shape[1]);
+            let (sy, sx) = (patch.spec.strides[0], patch.spec.strides[1]);
+            let kernel_len = patch.data_field.shape()[0];
+            let cig = geo.ci_per_group;
+            let k = cig * kernel_len;
+            let n = ho * wo;
+            if k != geo.k || n != geo.n || n == 0 || R * 2 > 64 {
+                return false;
+            }
+            // The padded copy: every tap of every output position falls inside it.
+            let (min_dy, max_dy) = patch.data_field_min_max[0];
+            let (min_dx, max_dx) = patch.data_field_min_max[1];
+            let pt = (-min_dy).max(0) as usize;
+            let pl = (-min_dx).max(0) as usize;
+            let pb = (((ho - 1) * sy) as isize + max_dy - (h as isize - 1)).max(0) as usize;
+            let pr = (((wo - 1) * sx) as isize + max_dx - (w as isize - 1)).max(0) as usize;
+            let (hp, wp) = (h + pt + pb, w + pl + pr);
+            let plane = hp * wp;
+            // R bytes of slack: a row copy reads R bytes from where a panel's row segment starts.
+            let mut padded = vec![pad; cig * plane + R];
+            for c in 0..cig {
+                let src = input.add((g * cig + c) * h * w);
+                for y in 0..h {
+                    let dst = padded.as_mut_ptr().add(c * plane + (y + pt) * wp + pl);
+                    std::ptr::copy_nonoverlapping(src.add(y * w), dst, w);
+                }
+            }
+            let koff: Vec<usize> = (0..kernel_len)
+                .map(|i| {
+                    let (dy, dx) = (patch.data_field[[i, 0]], patch.data_field[[i, 1]]);
+                    ((dy + pt as isize) as usize) * wp + (dx + pl as isize) as usize
+                })
+                .collect();
+            // bit-edge patch 0003: panel-major im2col spread over the executor threads
+            // Panels are independent: they are spread over the executor's threads (whole
+            // panels per chunk, so the bytes do not depend on the split).
+            let panels = n.div_ceil(R);
+            let out = std::slice::from_raw_parts_mut(out, panels * panel_len);
+            let padded_addr = padded.as_ptr() as usize;
+            let koff = &koff;
+            let per_chunk = |first: usize, chunk: &mut [u8]| -> TractResult<()> {
+                let padded = padded_addr as *const u8;
+                // Four k-rows of the current panel, each with room for a segment copy that
+                // starts at the last lane (R bytes from lane R - 1).
+                let mut rows = [[0u8; 64]; 4];
+                // (first lane, base offset) of each run of consecutive positions in one output
+                // row.
+                let mut segments: Vec<(usize, usize)> = Vec::with_capacity(R + 1);
+                let mut bases = [0usize; R];
+                for (i, panel) in chunk.chunks_exact_mut(panel_len).enumerate() {
+                    let n0 = (first + i) * R;
+                    let lanes = R.min(n - n0);
+                    for (l, b) in bases.iter_mut().enumerate().take(lanes) {
+                        let pos = n0 + l;
+                        *b = (pos / wo) * sy * wp + (pos % wo) * sx;
+                    }
+                    segments.clear();
+                    if sx == 1 {
+                        for l in 0..lanes {
+                            if l == 0 || (n0 + l) % wo == 0 {
+                                segments.push((l, bases[l]));
+                            }
+                        }
+                    }
+                    let panel = panel.as_mut_ptr();
+                    for c in 0..cig {
+                        for (kitem, &ko) in koff.iter().enumerate() {
+                            let kk = c * kernel_len + kitem;
+                            let row = &mut rows[kk % 4];
+                            let src = padded.add(c * plane + ko);
+                            if sx == 1 {
+                                for &(l, b) in &segments {
+                                    std::ptr::copy_nonoverlapping(src.add(b), row.as_mut_ptr().add(l), R);
+                                }
+                            } else {
+                                for l in 0..lanes {
+                                    row[l] = *src.add(bases[l]);
+                                }
+                            }
+                            row[lanes..R].fill(0);
+                            match layout {
+                                Layout::KOuter => {
+                                    std::ptr::copy_nonoverlapping(row.as_ptr(), panel.add(kk * R), R);
+                                }
+                                Layout::K4 => {
+                                    if kk % 4 == 3 || kk == k - 1 {
+                                        for r in &mut rows[kk % 4 + 1..] {
+                                            r[..R].fill(0);
+                                        }
+                                        let r = |j: usize| rows[j].as_ptr();
+                                        tract_linalg::pack::interleave4::<R>(
+                                            [r(0), r(1), r(2), r(3)],
+                                            panel.add((kk / 4) * 4 * R),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            // The closure never fails.
+            tract_linalg::multithread::par_chunks_mut(out, panel_len, k * n, per_chunk).is_ok()
         }
     }
 }
