@@ -347,8 +347,17 @@ fn run_with(config: &Config, stop: &Arc<AtomicBool>, latch: &Arc<TriggerLatch>) 
             feed.dropped.clone(),
             h.stale_after,
         ));
-        let server_config =
-            HttpConfig { bind: h.bind, workers: h.workers, queue: h.max_queued, ..HttpConfig::default() };
+        for key in &h.ignored {
+            log::warn!("{key} is ignored: the status server runs on one thread (see http.max_connections)");
+        }
+        let server_config = HttpConfig {
+            bind: h.bind,
+            max_connections: h.max_connections,
+            max_connections_per_client: h.max_connections_per_client,
+            allowed_hosts: h.allowed_hosts.clone(),
+            event_stream_lifetime: h.event_stream_lifetime,
+            ..HttpConfig::default()
+        };
         let server = HttpServer::start(&server_config, status.clone()).context("http.bind")?;
         let stats = server.stats();
         registry.collector("http_requests_total", move |x: &mut crate::metrics::Exposition| {

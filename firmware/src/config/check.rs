@@ -436,16 +436,33 @@ fn http(c: &mut Checker, h: &RawHttp) -> Option<HttpSection> {
             None
         }
     };
-    let workers = c.int("http.workers", h.workers, 1..=64);
-    let max_queued = c.int("http.max_queued", h.max_queued, 1..=1024);
+    // Each connection holds a file descriptor; systemd's default soft limit is 1024.
+    let max_connections = c.int("http.max_connections", h.max_connections, 1..=768);
+    let per_client = c.int("http.max_connections_per_client", h.max_connections_per_client, 1..=768);
+    for (i, name) in h.allowed_hosts.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            c.problem(format!("http.allowed_hosts[{i}]"), format!("'{name}' is not a host name"));
+        }
+    }
+    let lifetime = c.int::<u64>("http.event_stream_lifetime_s", h.event_stream_lifetime_s, 1..=86_400);
+    let ignored = [("http.workers", h.workers.is_some()), ("http.max_queued", h.max_queued.is_some())]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
     let preview_fps =
         if h.preview_fps == 0.0 { Some(0.0) } else { c.rate("http.preview_fps", h.preview_fps, 0.01, 30.0) };
     let quality = c.int("http.preview_quality", h.preview_quality, 1..=100);
     let stale = c.int::<u64>("http.stale_after_s", h.stale_after_s, 1..=86_400);
     Some(HttpSection {
         bind: bind?,
-        workers: workers?,
-        max_queued: max_queued?,
+        max_connections: max_connections?,
+        max_connections_per_client: per_client?,
+        allowed_hosts: h.allowed_hosts.clone(),
+        event_stream_lifetime: Duration::from_secs(lifetime?),
+        ignored,
         preview_fps: preview_fps?,
         preview_quality: quality?,
         stale_after: Duration::from_secs(stale?),

@@ -54,10 +54,17 @@ pub struct Config {
 pub struct HttpSection {
     /// Address and port to listen on (`127.0.0.1:8080` by default: localhost only).
     pub bind: std::net::SocketAddr,
-    /// Worker threads.
-    pub workers: usize,
-    /// Connections waiting for a worker, at most (beyond: 503).
-    pub max_queued: usize,
+    /// Connections held at once (beyond: the oldest idle one is closed, or 503).
+    pub max_connections: usize,
+    /// Connections held at once from one IP address.
+    pub max_connections_per_client: usize,
+    /// Host names the page may be reached by besides IP addresses, `localhost` and this machine's
+    /// name (`Host` is checked against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// An `/events` stream ends after this long; the page reconnects.
+    pub event_stream_lifetime: Duration,
+    /// Keys of the old thread-pool server that were set and are ignored (start-up warns).
+    pub ignored: Vec<&'static str>,
     /// Preview frames per second for the page and `/snapshot.jpg`; 0: no preview.
     pub preview_fps: f64,
     /// JPEG quality of preview frames.
@@ -573,7 +580,14 @@ jpeg_quality = 0
         assert_eq!((m.home_assistant, m.password), (None, None));
         let h = c.http.unwrap();
         assert_eq!(h.bind, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!((h.workers, h.max_queued, h.preview_fps, h.preview_quality), (4, 16, 2.0, 75));
+        assert_eq!(
+            (h.max_connections, h.max_connections_per_client, h.preview_fps, h.preview_quality),
+            (256, 64, 2.0, 75)
+        );
+        assert!(h.allowed_hosts.is_empty() && h.ignored.is_empty());
+        // The old server's keys still parse (a config written for it starts) and are reported.
+        let old = parse(&d, &format!("{base}[http]\nworkers = 4\nmax_queued = 16\n")).unwrap();
+        assert_eq!(old.http.unwrap().ignored, ["http.workers", "http.max_queued"]);
         assert!(parse(&d, base).unwrap().mqtt.is_none() && parse(&d, base).unwrap().http.is_none());
 
         std::fs::write(d.path().join("pw"), "s3cret\n").unwrap();
@@ -593,7 +607,7 @@ jpeg_quality = 0
             &d,
             &format!(
                 "{base}[mqtt]\nport = 0\nqos = 2\ntopic_prefix = \"a/#\"\npassword_file = \"nope\"\n\
-                 [http]\nbind = \"localhost\"\npreview_fps = 100\nworkers = 0\n"
+                 [http]\nbind = \"localhost\"\nmax_connections = 0\nallowed_hosts = [\"a b\"]\npreview_fps = 100\n"
             ),
         );
         let fields: Vec<&str> = p.iter().map(|(f, _)| f.as_str()).collect();
@@ -607,7 +621,8 @@ jpeg_quality = 0
                 "mqtt.password_file",
                 "mqtt.username",
                 "http.bind",
-                "http.workers",
+                "http.max_connections",
+                "http.allowed_hosts[0]",
                 "http.preview_fps",
             ],
             "{p:?}"

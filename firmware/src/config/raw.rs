@@ -233,8 +233,14 @@ impl Default for RawMqtt {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawHttp {
     pub bind: String,
-    pub workers: i64,
-    pub max_queued: i64,
+    pub max_connections: i64,
+    pub max_connections_per_client: i64,
+    pub allowed_hosts: Vec<String>,
+    pub event_stream_lifetime_s: i64,
+    /// Settings of the thread-pool server before 0.2: accepted and ignored (with a warning), so
+    /// that an old configuration still starts.
+    pub workers: Option<i64>,
+    pub max_queued: Option<i64>,
     pub preview_fps: f64,
     pub preview_quality: i64,
     pub stale_after_s: i64,
@@ -244,8 +250,12 @@ impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             bind: "127.0.0.1:8080".into(),
-            workers: 4,
-            max_queued: 16,
+            max_connections: 256,
+            max_connections_per_client: 64,
+            allowed_hosts: Vec::new(),
+            event_stream_lifetime_s: 600,
+            workers: None,
+            max_queued: None,
             preview_fps: 2.0,
             preview_quality: 75,
             stale_after_s: 10,

@@ -26,6 +26,8 @@ struct Latest {
     /// (seq, arrival, inference ms, total ms)
     history: VecDeque<(u64, Duration, f64, f64)>,
     snapshot: Option<(u64, Arc<Vec<u8>>)>,
+    /// Changes with every result and preview frame (`/events` pushes on it).
+    version: u64,
 }
 
 /// The status page's state.
@@ -66,11 +68,14 @@ impl Status {
             ms(r.timings.get(Stage::Total)),
         ));
         l.result = Some(r.clone());
+        l.version += 1;
     }
 
     /// Replaces the preview frame.
     pub fn set_snapshot(&self, seq: u64, jpeg: Arc<Vec<u8>>) {
-        self.lock().snapshot = Some((seq, jpeg));
+        let mut l = self.lock();
+        l.snapshot = Some((seq, jpeg));
+        l.version += 1;
     }
 
     /// The JSON of `/api/latest`.
@@ -124,6 +129,10 @@ impl StatusView for Status {
 
     fn metrics(&self, out: &mut String) {
         self.registry.render(out);
+    }
+
+    fn version(&self) -> u64 {
+        self.lock().version
     }
 
     fn health(&self) -> Result<(), String> {

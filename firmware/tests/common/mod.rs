@@ -192,7 +192,10 @@ pub fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String, Vec<u8>)>
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     // A busy server may answer 503 and close before the request is written: read anyway.
-    let _ = std::io::Write::write_fmt(&mut s, format_args!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    let _ = std::io::Write::write_fmt(
+        &mut s,
+        format_args!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    );
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut s, &mut raw)?;
     let split = raw
