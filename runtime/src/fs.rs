@@ -34,6 +34,37 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
     Ok(())
 }
 
+/// Refuses to write `output` over one of `inputs`: the same file by device and inode, however it is
+/// spelled (a relative path, a symlink, a hard link). A directory input covers the files directly
+/// in it. An output that does not exist yet cannot be an input. The error names both paths.
+pub fn ensure_not_an_input(output: &Path, inputs: &[&Path]) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out) = std::fs::metadata(output) else { return Ok(()) };
+    let same = |m: &std::fs::Metadata| m.dev() == out.dev() && m.ino() == out.ino();
+    for input in inputs {
+        let Ok(meta) = std::fs::metadata(input) else { continue };
+        let clash = if meta.is_dir() {
+            std::fs::read_dir(input)?
+                .flatten()
+                .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| same(&m)))
+                .map(|e| e.path())
+        } else {
+            same(&meta).then(|| input.to_path_buf())
+        };
+        if let Some(clash) = clash {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is the input {}: writing it would replace what is being read; choose another output",
+                    output.display(),
+                    clash.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `name` is a temporary file of [`write_atomically`].
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
@@ -68,5 +99,31 @@ mod tests {
         assert!(p.is_dir());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "the temporary was removed");
         assert!(is_temp_name(".bit-partial-a1b2c3.tmp") && !is_temp_name("frame.jpg"));
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_however_it_is_spelled() {
+        let d = tempfile::tempdir().unwrap();
+        let model = d.path().join("model.onnx");
+        std::fs::write(&model, b"float").unwrap();
+        let link = d.path().join("link.onnx");
+        std::os::unix::fs::symlink(&model, &link).unwrap();
+        let hard = d.path().join("hard.onnx");
+        std::fs::hard_link(&model, &hard).unwrap();
+        let dotted = d.path().join(".").join("model.onnx");
+        for out in [&model, &link, &hard, &dotted] {
+            let e = ensure_not_an_input(out, &[Path::new("/nonexistent"), &model]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("is the input") && e.to_string().contains("model.onnx"), "{e}");
+        }
+        // A file of an input directory.
+        let e = ensure_not_an_input(&model, &[d.path()]).unwrap_err();
+        assert!(e.to_string().contains("model.onnx"), "{e}");
+        // A new file, or another existing one, is fine.
+        let other = d.path().join("int8.onnx");
+        ensure_not_an_input(&other, &[&model]).unwrap();
+        std::fs::write(&other, b"old int8").unwrap();
+        ensure_not_an_input(&other, &[&model]).unwrap();
+        assert_eq!(std::fs::read(&model).unwrap(), b"float");
     }
 }

@@ -153,3 +153,85 @@ fn unreadable_image_and_model() {
     assert!(err.contains("model.onnx") && err.contains("not a readable ONNX model"), "{err}");
     assert_eq!(err.matches("not a readable ONNX model").count(), 1, "{err}");
 }
+
+/// A zip holding `entries` (name, bytes), deflated or stored.
+fn zip_of(path: &Path, entries: &[(&str, &[u8])], deflate: bool) {
+    use std::io::Write;
+    let method = if deflate { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+    let options = zip::write::SimpleFileOptions::default().compression_method(method).large_file(false);
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    std::fs::write(path, zip.finish().unwrap().into_inner()).unwrap();
+}
+
+/// An `.npy` version 1.0 blob with `header` as its dictionary, then `data`.
+fn npy(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut dict = header.to_string();
+    while !(10 + dict.len() + 1).is_multiple_of(64) {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn an_npy_header_claiming_a_huge_shape_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge-shape.npz");
+    let key = "resnet/root_block/standardized_conv2d/kernel";
+    let liar = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }", &[0; 16]);
+    let overflow =
+        npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }", &[]);
+    for blob in [liar, overflow] {
+        zip_of(&path, &[(&format!("{key}.npy"), &blob)], false);
+        let err = import_error(&path);
+        assert!(err.contains(key) && err.contains("header's shape"), "{err}");
+    }
+}
+
+#[test]
+fn a_zip_bomb_is_refused_before_it_is_inflated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.npz");
+    // 320 MB of zeros deflate to ~0.3 MB: beyond 64x the archive + 256 MiB.
+    let zeros = vec![0u8; 320 << 20];
+    zip_of(&path, &[("resnet/bomb.npy", &zeros)], true);
+    let archive = std::fs::metadata(&path).unwrap().len();
+    assert!(archive < 2 << 20, "the test's bomb is {archive} bytes");
+    let err = import_error(&path);
+    assert!(err.contains("resnet/bomb") && err.contains("zip bomb"), "{err}");
+}
+
+#[test]
+fn a_zip_entry_that_inflates_beyond_its_declared_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("liar.npz");
+    let key = "resnet/root_block/standardized_conv2d/kernel";
+    let blob = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1024,), }", &[0x3f; 4096]);
+    zip_of(&path, &[(&format!("{key}.npy"), &blob)], true);
+    // Halve the uncompressed size in the local header (offset 22) and the central directory
+    // (offset 24); the deflated data still inflates to the full blob.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let real = (blob.len() as u32).to_le_bytes();
+    let fake = (blob.len() as u32 / 2).to_le_bytes();
+    for (signature, offset) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+        let at = bytes.windows(4).position(|w| w == signature).unwrap() + offset;
+        assert_eq!(bytes[at..at + 4], real, "the size field at {at}");
+        bytes[at..at + 4].copy_from_slice(&fake);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = import_error(&path);
+    // The zip crate notices while inflating (our own check after `take` is the second line).
+    assert!(
+        err.contains(key)
+            && (err.contains("its zip header says") || err.contains("larger than its declared")),
+        "{err}"
+    );
+}

@@ -308,9 +308,23 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Reads every array of an official big_transfer `.npz` (a zip of `.npy` files).
+/// What an npz may decompress to, in total: this many times the archive's size, plus
+/// [`NPZ_SLACK`]. Float weights barely compress (an official npz is stored, not deflated; a
+/// `savez_compressed` one is about 1.1:1), and even all-zero arrays (a zero-initialised head)
+/// deflate at most about 1,000:1 and are a small part of a checkpoint, so this only stops zip
+/// bombs, before they fill the memory.
+pub const NPZ_EXPANSION: u64 = 64;
+/// See [`NPZ_EXPANSION`].
+pub const NPZ_SLACK: u64 = 256 << 20;
+
+/// Reads every array of an official big_transfer `.npz` (a zip of `.npy` files). Each entry's
+/// declared size is checked against the budget above before anything is allocated, and an entry
+/// that inflates beyond its declared size is refused.
 pub fn read_npz(path: &Path) -> Result<Checkpoint, ImportError> {
     let file = fs::File::open(path).map_err(|source| ImportError::Io { path: path.to_owned(), source })?;
+    let archive_len =
+        file.metadata().map_err(|source| ImportError::Io { path: path.to_owned(), source })?.len();
+    let mut budget = archive_len.saturating_mul(NPZ_EXPANSION).saturating_add(NPZ_SLACK);
     let corrupt = |key: &str, detail: String| ImportError::Corrupt {
         path: path.to_owned(),
         key: key.to_owned(),
@@ -329,8 +343,34 @@ pub fn read_npz(path: &Path) -> Result<Checkpoint, ImportError> {
             continue;
         };
         let key = key.to_owned();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| corrupt(&key, format!("reading: {e}")))?;
+        let declared = entry.size();
+        if declared > budget {
+            return Err(corrupt(
+                &key,
+                format!(
+                    "declares {declared} bytes uncompressed, beyond what a {archive_len}-byte archive \
+                     may expand to ({NPZ_EXPANSION}x + {} MiB): refused as a possible zip bomb",
+                    NPZ_SLACK >> 20
+                ),
+            ));
+        }
+        budget -= declared;
+        // Never more than declared: a lying header cannot make us read (or allocate) more.
+        let mut bytes = Vec::with_capacity(declared as usize);
+        (&mut entry)
+            .take(declared + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| corrupt(&key, format!("reading: {e}")))?;
+        if bytes.len() as u64 != declared {
+            return Err(corrupt(
+                &key,
+                format!(
+                    "inflates to {}{} bytes, its zip header says {declared}",
+                    bytes.len(),
+                    if bytes.len() as u64 > declared { "+" } else { "" }
+                ),
+            ));
+        }
         let array = parse_npy(&bytes).map_err(|detail| corrupt(&key, detail))?;
         arrays.insert(key, array);
     }
@@ -352,11 +392,23 @@ pub fn read_npz(path: &Path) -> Result<Checkpoint, ImportError> {
 
 /// Parses one `.npy` blob holding f32, f64 or f16 values, C or Fortran order.
 fn parse_npy(bytes: &[u8]) -> Result<Array, String> {
-    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("bad .npy header: {e}"))?;
+    let mut data = bytes;
+    let header = npyz::NpyHeader::from_reader(&mut data).map_err(|e| format!("bad .npy header: {e}"))?;
+    let data_len = data.len();
+    let npy = npyz::NpyFile::with_header(header, data);
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let fortran = npy.order() == npyz::Order::Fortran;
     let dtype = npy.dtype();
-    let count: usize = shape.iter().product();
+    // The header's shape is checked against the bytes that follow it before anything is allocated.
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let Some(elem) = dtype.num_bytes() else {
+        return Err(format!("unsupported dtype {dtype:?} (expected float32)"));
+    };
+    let Some(count) = count.filter(|n| n.checked_mul(elem).is_some_and(|b| b <= data_len)) else {
+        return Err(format!(
+            "the header's shape {shape:?} of {elem}-byte values needs more than the {data_len} bytes that follow it"
+        ));
+    };
     let data: Vec<f32> = match npy.try_data::<f32>() {
         Ok(reader) => collect_exact(reader, count)?,
         Err(npy) => match npy.try_data::<f64>() {

@@ -277,6 +277,11 @@ enum Command {
     },
 }
 
+/// Refuses an output that is one of the command's inputs (the same file, by inode), before any work.
+fn not_an_input(out: &Path, inputs: &[&Path]) -> anyhow::Result<()> {
+    bit_runtime::fs::ensure_not_an_input(out, inputs).map_err(anyhow::Error::msg)
+}
+
 fn main() -> ExitCode {
     // Like other command-line tools, end quietly when the reader of stdout goes away
     // (`bit-tool info MODEL | head`) instead of panicking on a failed print.
@@ -341,6 +346,11 @@ fn run(cli: Cli) -> Result<()> {
             let overrides =
                 Overrides { input_size, mean, std, resize, crop_fraction, resample, channel_order };
             let options = ImportOptions { labels, contract, overrides };
+            let mut inputs = vec![checkpoint.as_path()];
+            if let ContractChoice::File(file) = &options.contract {
+                inputs.push(file);
+            }
+            not_an_input(&out, &inputs)?;
             if checkpoint.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
                 let r = bit_tools::onnx_import::import_onnx(&checkpoint, &out, &options)
                     .with_context(|| format!("importing {}", checkpoint.display()))?;
@@ -418,6 +428,7 @@ fn run(cli: Cli) -> Result<()> {
                 threads,
                 progress: true,
             };
+            not_an_input(&out, &[&model, &calib])?;
             let start = Instant::now();
             let report = quantize_model(&model, &calib, &out, &options)
                 .with_context(|| format!("quantizing {}", model.display()))?;
@@ -435,6 +446,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval { float, int8, images, input_size, json_out, worst, threads } => {
+            if let Some(path) = &json_out {
+                not_an_input(path, &[&float, &int8, &images])?;
+            }
             let report = bit_tools::eval::evaluate(&float, &int8, &images, input_size, threads, true)?;
             print!("{}", report.table(worst));
             if let Some(path) = json_out {
@@ -460,6 +474,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             if !(0.0..1.0).contains(&holdout) {
                 bail!("--holdout {holdout}: expected a fraction in [0, 1)");
+            }
+            not_an_input(&out, &[&model, &data])?;
+            for extra in int8.iter().chain(&json_out) {
+                not_an_input(extra, &[&model, &data, &out])?;
+                if extra == &out || std::path::absolute(extra).ok() == std::path::absolute(&out).ok() {
+                    bail!("{} is also the --out model: choose another path", extra.display());
+                }
             }
             let options = bit_tools::finetune::FinetuneOptions {
                 holdout,

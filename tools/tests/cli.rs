@@ -182,3 +182,40 @@ fn contract_flags_are_recorded_and_info_names_the_source() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("NONE in the model: BiT default assumed"), "{stdout}");
 }
+
+#[test]
+fn an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.npz");
+    let model = dir.path().join("model.onnx");
+    let out = bit_tool(&["synth", "--out", ckpt.to_str().unwrap(), "--depths", "1,1,1,1", "--classes", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpt_bytes = std::fs::read(&ckpt).unwrap();
+    // The same file, and the same file through a symlink.
+    let link = dir.path().join("link.npz");
+    std::os::unix::fs::symlink(&ckpt, &link).unwrap();
+    for target in [&ckpt, &link] {
+        let out = bit_tool(&["import", ckpt.to_str().unwrap(), "--out", target.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("is the input"), "{stderr}");
+    }
+    assert_eq!(std::fs::read(&ckpt).unwrap(), ckpt_bytes, "the checkpoint is intact");
+
+    let out = bit_tool(&["import", ckpt.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model_bytes = std::fs::read(&model).unwrap();
+    let calib = dir.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    let relative = dir.path().join(".").join("model.onnx");
+    let out = bit_tool(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        relative.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is the input"), "{stderr}");
+    assert_eq!(std::fs::read(&model).unwrap(), model_bytes, "the float model is intact");
+}
