@@ -2,6 +2,7 @@
 //! `bit-tool`: everything here speaks tract's and ONNX's types, which stay out of the
 //! runtime's public API.
 //!
+//! - [`budget`]: the memory budget checked on a graph before tract allocates.
 //! - [`proto`]: reading ONNX files; attribute, initializer and graph queries.
 //! - [`rewrite`]: the protobuf rewrites applied before tract parses a model.
 //! - [`ops`]: the custom ops those rewrites use, one module each, and the loader that knows
@@ -11,6 +12,7 @@
 //!   state every run reuses.
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod ops;
 pub mod optimize;
 pub mod proto;

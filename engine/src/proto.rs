@@ -123,7 +123,11 @@ pub fn scalar_initializer(graph: &pb::GraphProto, name: &str) -> Option<f32> {
 
 /// An int64 initializer's values.
 pub fn i64_initializer(graph: &pb::GraphProto, name: &str) -> Option<Vec<i64>> {
-    let t = initializer(graph, name)?;
+    tensor_i64(initializer(graph, name)?)
+}
+
+/// An int64 tensor's values (raw or typed data).
+pub fn tensor_i64(t: &pb::TensorProto) -> Option<Vec<i64>> {
     if t.data_type != DataType::Int64 as i32 {
         return None;
     }

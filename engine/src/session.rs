@@ -71,11 +71,13 @@ pub struct Profile {
 }
 
 impl Session {
-    /// Builds `model`: optional extra outputs, the rewrites, tract's parser with the custom
-    /// ops, the input fixed to `[1, 3, size, size]`, optimization and load-time folding, the
-    /// executor, one spawned state. The protobuf is dropped before optimizing, so peak memory
+    /// Builds `model`: the memory budget checked on the protobuf ([`crate::budget`]),
+    /// optional extra outputs, the rewrites, tract's parser with the custom ops, the input
+    /// fixed to `[1, 3, size, size]`, the budget checked on the typed graph, optimization and
+    /// load-time folding, the executor, one spawned state. The protobuf is dropped before optimizing, so peak memory
     /// at start-up stays near one copy of the weights.
     pub fn build(mut model: pb::ModelProto, options: &Options) -> TractResult<Session> {
+        crate::budget::check_proto(&model)?;
         let graph = model.graph.as_mut().context("the model has no graph")?;
         let own_outputs = graph.output.len();
         graph.output.extend(options.extra_outputs.iter().map(|name| crate::proto::f32_value_info(name)));
@@ -87,6 +89,7 @@ impl Session {
         drop(model);
         let s = options.input_size as usize;
         let typed = inference?.with_input_fact(0, f32::fact([1, 3, s, s]).into())?.into_typed()?;
+        crate::budget::check_typed(&typed)?;
         let optimized = crate::optimize::optimize(typed)?;
         let run_options = RunOptions { executor: Some(executor(options.threads)), ..Default::default() };
         let plan = optimized.into_runnable_with_options(&run_options)?;

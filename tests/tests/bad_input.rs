@@ -235,3 +235,65 @@ fn a_zip_entry_that_inflates_beyond_its_declared_size_is_refused() {
         "{err}"
     );
 }
+
+/// A model file: input `x` [1, 3, 224, 224] f32 through `body`, which returns its output.
+fn hostile_model(path: &Path, body: impl FnOnce(&mut bit_tools::onnx::GraphBuilder) -> String) {
+    use bit_tools::onnx::GraphBuilder;
+    use tract_onnx::pb::tensor_proto::DataType;
+    let mut g = GraphBuilder::default();
+    g.input("x", DataType::Float, &[Ok(1), Ok(3), Ok(224), Ok(224)]);
+    let out = body(&mut g);
+    g.output(&out, DataType::Float, &[]);
+    let model = g.into_model("hostile", &[]);
+    bit_tools::onnx::write_model(&model, path).unwrap();
+}
+
+fn load_error(path: &Path) -> String {
+    let err =
+        bit_runtime::Model::load(path, &Default::default()).expect_err("a hostile model must be refused");
+    format!("{:#}", anyhow::Error::new(err))
+}
+
+#[test]
+fn graphs_declaring_huge_tensors_are_refused_before_tract_allocates() {
+    let dir = tempfile::tempdir().unwrap();
+    // ConstantOfShape [1, 3, 100000, 100000] f32 (120 GB): tract's analysis would evaluate it.
+    let path = dir.path().join("constant-of-shape.onnx");
+    hostile_model(&path, |g| {
+        let shape = g.i64_const("shape", &[4], &[1, 3, 100_000, 100_000]);
+        let big = g.node("ConstantOfShape", "big", &[&shape], vec![]);
+        g.node("Add", "y", &["x", &big], vec![])
+    });
+    let size = std::fs::metadata(&path).unwrap().len();
+    let err = load_error(&path);
+    assert!(err.contains("'big' (ConstantOfShape)") && err.contains("refused before allocating"), "{err}");
+    assert!(err.contains("constant-of-shape.onnx"), "the error names the file: {err}");
+    println!("{size}-byte model: {err}");
+
+    // Expand to the same shape.
+    let path = dir.path().join("expand.onnx");
+    hostile_model(&path, |g| {
+        let one = g.f32_const("one", &[1], &[1.0]);
+        let shape = g.i64_const("shape", &[4], &[1, 3, 100_000, 100_000]);
+        let big = g.node("Expand", "wide", &[&one, &shape], vec![]);
+        g.node("Add", "y", &["x", &big], vec![])
+    });
+    assert!(load_error(&path).contains("'wide' (Expand)"));
+
+    // An initializer whose declared dimensions overflow.
+    let path = dir.path().join("initializer.onnx");
+    hostile_model(&path, |g| {
+        g.raw_const("w", &[1 << 40, 1 << 40], tract_onnx::pb::tensor_proto::DataType::Float, vec![0; 4]);
+        g.node("Add", "y", &["x", "w"], vec![])
+    });
+    assert!(load_error(&path).contains("initializer 'w'"));
+
+    // A Pad whose output only the typed graph knows: 1 x 3 x 200224 x 200224 f32.
+    let path = dir.path().join("pad.onnx");
+    hostile_model(&path, |g| {
+        let pads = g.i64_const("pads", &[8], &[0, 0, 100_000, 100_000, 0, 0, 100_000, 100_000]);
+        g.node("Pad", "padded", &["x", &pads], vec![])
+    });
+    let err = load_error(&path);
+    assert!(err.contains("'padded'") && err.contains("[1, 3, 200224, 200224]"), "{err}");
+}
