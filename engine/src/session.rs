@@ -76,7 +76,20 @@ impl Session {
     /// fixed to `[1, 3, size, size]`, the budget checked on the typed graph, optimization and
     /// load-time folding, the executor, one spawned state. The protobuf is dropped before optimizing, so peak memory
     /// at start-up stays near one copy of the weights.
-    pub fn build(mut model: pb::ModelProto, options: &Options) -> TractResult<Session> {
+    ///
+    /// A panic inside tract (a malformed graph it did not expect) becomes an error here: a
+    /// model file is untrusted input and must not take the process down.
+    pub fn build(model: pb::ModelProto, options: &Options) -> TractResult<Session> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Session::build_unguarded(model, options)))
+            .unwrap_or_else(|panic| {
+                Err(TractError::msg(format!(
+                    "tract panicked while building the model: {}",
+                    panic_message(&panic)
+                )))
+            })
+    }
+
+    fn build_unguarded(mut model: pb::ModelProto, options: &Options) -> TractResult<Session> {
         crate::budget::check_proto(&model)?;
         let graph = model.graph.as_mut().context("the model has no graph")?;
         let own_outputs = graph.output.len();
@@ -141,8 +154,19 @@ impl Session {
 
     /// Runs on one input value. The caller may keep its own reference to the tensor (tract
     /// drops its clones when the run ends) and refill it for the next run.
+    ///
+    /// A panic inside tract becomes an error, as in [`Session::build`] (`catch_unwind` costs
+    /// nothing on the path that does not panic).
     pub fn run(&mut self, input: TValue) -> TractResult<TVec<TValue>> {
-        self.state.run(tvec!(input))
+        let state = &mut self.state;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run(tvec!(input)))).unwrap_or_else(
+            |panic| {
+                Err(TractError::msg(format!(
+                    "tract panicked while running the model: {}",
+                    panic_message(&panic)
+                )))
+            },
+        )
     }
 
     /// Runs on the values of a `[1, 3, size, size]` tensor.
@@ -176,4 +200,13 @@ impl Session {
 /// The f32 values of an output.
 pub fn values(t: &TValue) -> TractResult<Vec<f32>> {
     Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
+}
+
+/// The message of a caught panic (`&str` or `String` payloads; anything else is unnamed).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -403,7 +403,9 @@ pub fn finetune(
     };
     let mut features = |img: &image::RgbImage| -> Result<Vec<f32>, ImportError> {
         let input = image_tensor(img, &info.preprocess, size);
-        let (_, extra) = probe.run(&input).map_err(|e| data_err(float_path, format!("{e:#}")))?;
+        let (_, extra) = probe
+            .run(&input)
+            .map_err(|e| ImportError::Tract { path: float_path.to_owned(), source: e.into() })?;
         Ok(crate::probe::values(&extra[0]))
     };
     let bar =

@@ -320,11 +320,9 @@ fn calibrate(
     options: &QuantizeOptions,
 ) -> Result<BTreeMap<String, (f32, f32)>, ImportError> {
     let mut probe = Probe::new(path, proto, names, size, options.threads)?;
-    let run_err = |e: tract_onnx::prelude::TractError| ImportError::Unsupported {
-        path: path.to_owned(),
-        key: String::new(),
-        detail: format!("calibration run failed: {e:#}"),
-    };
+    // tract's error chain stays a chain (the source), printed once by `{:#}`.
+    let run_err =
+        |e: tract_onnx::prelude::TractError| ImportError::Tract { path: path.to_owned(), source: e.into() };
     let mut stats: Vec<Stats> = names
         .iter()
         .map(|_| Stats { min: f32::INFINITY, max: f32::NEG_INFINITY, hist: vec![0; BINS] })
