@@ -71,6 +71,10 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    if let Some(why) = bit_runtime::cpu::unsupported_cpu() {
+        eprintln!("camera-classifier: {why}");
+        return ExitCode::from(2);
+    }
     // Before anything else: a signal that arrives while the model loads is handled.
     let control = match app::Control::install() {
         Ok(c) => c,

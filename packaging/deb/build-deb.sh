@@ -174,6 +174,10 @@ printf '/etc/%s/config.toml\n' "$PKG" >"$root/DEBIAN/conffiles"
 for s in postinst prerm postrm; do
     install -m 0755 "$here/$s" "$root/DEBIAN/$s"
 done
+# The 32-bit build refuses ARMv6 CPUs (Pi Zero, Pi 1) before anything is unpacked.
+if [ "$arch" = armhf ]; then
+    install -m 0755 "$here/preinst" "$root/DEBIAN/preinst"
+fi
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"
 
 dpkg-deb --root-owner-group -Zxz --build "$root" "$tmp_deb" >/dev/null

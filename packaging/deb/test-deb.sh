@@ -452,6 +452,26 @@ case_g() {
 
 results=()
 failed=0
+case_p() { # the armhf preinst: ARMv6 refused with the reason, ARMv7 NEON and unknown CPUs pass
+    if [ "$arch" != armhf ]; then
+        check "no preinst in the $arch package" test ! -e "$ctl/preinst"
+        return 0
+    fi
+    check "preinst is executable" test -x "$ctl/preinst"
+    printf 'model name\t: ARMv6-compatible processor rev 7 (v6l)\nFeatures\t: half thumb fastmult vfp edsp java tls\nCPU architecture: 7\n' >"$work/zero"
+    printf 'model name\t: ARMv7 Processor rev 5 (v7l)\nFeatures\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4\n' >"$work/pi2"
+    printf 'processor\t: 0\nflags\t\t: fpu sse2 avx2\n' >"$work/x86"
+    preinst() { # CPUINFO MACHINE
+        CAMERA_CLASSIFIER_CPUINFO=$1 CAMERA_CLASSIFIER_MACHINE=$2 sh "$ctl/preinst" install 2>"$work/p.err"
+    }
+    check "a Pi Zero (armv6l) is refused" not preinst "$work/zero" armv6l
+    check "  with the reason" grep -q "Raspberry Pi 2 or newer" "$work/p.err"
+    check "ARMv6 features under an armv7l machine name are refused" not preinst "$work/zero" armv7l
+    check "a Pi 2 (armv7l, neon) installs" preinst "$work/pi2" armv7l
+    check "a qemu chroot (the host's cpuinfo) installs" preinst "$work/x86" armv7l
+    check "another machine (dpkg --root from x86_64) installs" preinst "$work/x86" x86_64
+}
+
 run_case() { # ID TITLE FUNCTION
     local rc
     echo "$1. $2"
@@ -490,6 +510,7 @@ run_case e "dpkg -P: conffile gone, model and frames kept" case_e
 run_case c "install, remove, purge without a running systemd" case_c
 run_case f "a modified conffile survives upgrades" case_f
 run_case g "postinst without DPKG_ROOT: getent/addgroup" case_g
+run_case p "preinst: the armhf build refuses ARMv6 CPUs" case_p
 
 size=$(wc -c <"$deb" | tr -d ' ')
 nfiles=$(dpkg-deb --contents "$deb" | grep -c '^-')

@@ -16,6 +16,7 @@
 pub mod classifier;
 pub mod contract;
 mod convert;
+pub mod cpu;
 mod error;
 pub mod frame;
 pub mod fs;

@@ -283,6 +283,10 @@ fn not_an_input(out: &Path, inputs: &[&Path]) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    if let Some(why) = bit_runtime::cpu::unsupported_cpu() {
+        eprintln!("bit-tool: {why}");
+        return ExitCode::from(2);
+    }
     // Like other command-line tools, end quietly when the reader of stdout goes away
     // (`bit-tool info MODEL | head`) instead of panicking on a failed print.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
