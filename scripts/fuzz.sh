@@ -34,6 +34,8 @@ for t in "${targets[@]}"; do
   fi
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
-  summary+=("$(printf '%-11s %10s executions in %5d s, %s, corpus %s inputs' "$t" "$execs" "$(($(date +%s) - start))" "${cov:-cov: ?}" "$(ls "$scratch/$t" | wc -l)")")
+  line=$(printf '%-11s %10s executions in %5d s, %s, corpus %s inputs' "$t" "$execs" "$(($(date +%s) - start))" "${cov:-cov: ?}" "$(ls "$scratch/$t" | wc -l)")
+  echo "fuzz.sh: $line"
+  summary+=("$line")
 done
 printf '%s\n' "${summary[@]}"

@@ -22,18 +22,17 @@ use hyper_util::rt::TokioIo;
 use log::{debug, warn};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::events::Hub;
-use super::respond::{self, Hosts};
+use super::body::ConnState;
+use super::events::{self, Hub};
+use super::hosts::Hosts;
+use super::respond::{self, Ctx};
 use super::{HttpConfig, HttpStats, StatusView};
 use crate::monotonic_now;
 use crate::throttle::Throttle;
 
-/// A connection idle for less than this is not evicted: a client that has just connected has not had
-/// the time to send its request.
-pub const EVICTABLE_AFTER: Duration = Duration::from_millis(250);
 /// After the last response, unread request bytes are drained for at most this long / this many
 /// bytes, so that closing the socket does not reset the connection before the client has read the
 /// answer.
@@ -58,15 +57,19 @@ pub(super) struct Server {
     local_addr: SocketAddr,
 }
 
-/// State shared by the server's tasks.
-pub(super) struct Ctx {
-    pub config: HttpConfig,
-    pub view: Arc<dyn StatusView>,
-    pub stats: Arc<HttpStats>,
-    pub hosts: Hosts,
-    pub events: Hub,
+/// State shared by the server's tasks: what answering needs, and the connection table.
+struct Shared {
+    ctx: Ctx,
     table: RefCell<Table>,
     refusing: Cell<usize>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.ctx
+    }
 }
 
 impl Server {
@@ -88,16 +91,19 @@ impl Server {
                 return;
             }
         };
-        let ctx = Rc::new(Ctx {
-            hosts: Hosts::new(&self.config.allowed_hosts),
-            events: Hub::new(self.config.max_event_streams, self.config.event_stream_lifetime),
-            config: self.config,
-            view: self.view,
-            stats: self.stats,
+        let hub = Rc::new(Hub::new(self.config.max_event_streams, self.config.event_stream_lifetime));
+        tokio::task::spawn_local(events::ticker(Arc::clone(&self.view), Rc::clone(&hub)));
+        let ctx = Rc::new(Shared {
+            ctx: Ctx {
+                hosts: Hosts::new(&self.config.allowed_hosts),
+                events: hub,
+                config: self.config,
+                view: self.view,
+                stats: self.stats,
+            },
             table: RefCell::new(Table::default()),
             refusing: Cell::new(0),
         });
-        tokio::task::spawn_local(super::events::ticker(Rc::clone(&ctx)));
         let mut accept_warnings = Throttle::new(Duration::from_secs(60));
         loop {
             tokio::select! {
@@ -114,56 +120,6 @@ impl Server {
             }
         }
         debug!("HTTP server on {}: stopping", self.local_addr);
-    }
-}
-
-/// One connection's state, shared by its task, its requests' bodies and the table.
-pub(super) struct ConnState {
-    id: u64,
-    ip: IpAddr,
-    /// Responses not yet completely produced (the `/events` stream stays in flight).
-    in_flight: Cell<u32>,
-    /// When the last response ended, or the accept.
-    idle_since: Cell<Instant>,
-    bytes_read: Cell<u64>,
-    /// `bytes_read` when the last response ended: more since then is a request head in progress.
-    read_at_idle: Cell<u64>,
-    responses: Cell<u64>,
-    /// Evicted: close now.
-    close: Notify,
-    /// A response ended: the head deadline starts again.
-    changed: Notify,
-}
-
-impl ConnState {
-    fn idle(&self, now: Instant) -> bool {
-        self.in_flight.get() == 0 && now.duration_since(self.idle_since.get()) >= EVICTABLE_AFTER
-    }
-
-    /// Part of a request head came, or nothing at all on a fresh connection.
-    fn owes_a_request(&self) -> bool {
-        self.bytes_read.get() > self.read_at_idle.get() || self.responses.get() == 0
-    }
-}
-
-/// Marks a response in progress; dropped with the response body, when hyper has taken all of it.
-pub(super) struct InFlight(Rc<ConnState>);
-
-impl InFlight {
-    pub(super) fn new(state: &Rc<ConnState>) -> InFlight {
-        state.in_flight.set(state.in_flight.get() + 1);
-        InFlight(Rc::clone(state))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let s = &self.0;
-        s.in_flight.set(s.in_flight.get().saturating_sub(1));
-        s.responses.set(s.responses.get() + 1);
-        s.idle_since.set(Instant::now());
-        s.read_at_idle.set(s.bytes_read.get());
-        s.changed.notify_one();
     }
 }
 
@@ -194,7 +150,7 @@ impl Table {
 }
 
 /// Takes a new connection in, within the limits, or refuses it.
-fn admit(ctx: &Rc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+fn admit(ctx: &Rc<Shared>, stream: TcpStream, peer: SocketAddr) {
     ctx.stats.connection();
     let ip = peer.ip().to_canonical();
     let now = Instant::now();
@@ -214,17 +170,7 @@ fn admit(ctx: &Rc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         }
         let id = table.next_id;
         table.next_id += 1;
-        let state = Rc::new(ConnState {
-            id,
-            ip,
-            in_flight: Cell::new(0),
-            idle_since: Cell::new(now),
-            bytes_read: Cell::new(0),
-            read_at_idle: Cell::new(0),
-            responses: Cell::new(0),
-            close: Notify::new(),
-            changed: Notify::new(),
-        });
+        let state = Rc::new(ConnState::new(id, ip, now));
         table.conns.insert(id, Rc::clone(&state));
         state
     };
@@ -232,7 +178,7 @@ fn admit(ctx: &Rc<Ctx>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// `503` + `Retry-After: 1` on a connection there is no room for, then close.
-fn refuse(ctx: &Rc<Ctx>, stream: TcpStream) {
+fn refuse(ctx: &Rc<Shared>, stream: TcpStream) {
     ctx.stats.reject();
     if ctx.refusing.get() >= MAX_REFUSING {
         return;
@@ -256,7 +202,7 @@ enum End {
     HeadTimeout,
 }
 
-async fn serve(ctx: Rc<Ctx>, stream: TcpStream, state: Rc<ConnState>) {
+async fn serve(ctx: Rc<Shared>, stream: TcpStream, state: Rc<ConnState>) {
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
     let io = Io {
@@ -268,7 +214,7 @@ async fn serve(ctx: Rc<Ctx>, stream: TcpStream, state: Rc<ConnState>) {
     };
     let (svc_ctx, svc_state) = (Rc::clone(&ctx), Rc::clone(&state));
     let service = service_fn(move |request| {
-        let response = respond::handle(&svc_ctx, &svc_state, &request);
+        let response = respond::handle(&svc_ctx.ctx, &svc_state, &request);
         std::future::ready(Ok::<_, Infallible>(response))
     });
     let mut builder = http1::Builder::new();

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Response;
+use hyper::header::{self, HeaderValue};
 use log::warn;
 use tokio::sync::{mpsc, watch};
 
-use super::StatusView;
-use super::conn::{Ctx, InFlight};
-use super::respond::{Reply, event_stream_response};
+use super::body::{InFlight, Reply};
+use super::{HttpStats, StatusView};
 
 /// A full event at least this often, even when nothing changed.
 pub const EVENT_REFRESH: Duration = Duration::from_secs(1);
@@ -46,16 +46,21 @@ impl Hub {
 
     /// Starts a stream: its first event is the current state. Err (giving the in-flight mark back)
     /// when `max` streams are open.
-    pub(super) fn open(&self, ctx: &Ctx, in_flight: InFlight) -> Result<Response<Reply>, InFlight> {
+    pub(super) fn open(
+        &self,
+        view: &dyn StatusView,
+        stats: &HttpStats,
+        in_flight: InFlight,
+    ) -> Result<Response<Reply>, InFlight> {
         if self.open.get() >= self.max {
             return Err(in_flight);
         }
-        ctx.stats.event_stream();
+        stats.event_stream();
         let mut rx = self.tx.subscribe();
         rx.mark_unchanged();
         let (out, body) = mpsc::channel(2);
         let mut first = format!("retry: {RETRY_MS}\n").into_bytes();
-        first.extend_from_slice(&event(&current(&*ctx.view)));
+        first.extend_from_slice(&event(&current(view)));
         // Capacity 2, nothing sent yet: cannot fail.
         let _ = out.try_send(Bytes::from(first));
         let open = Rc::clone(&self.open);
@@ -99,13 +104,13 @@ async fn forward(mut rx: watch::Receiver<Bytes>, out: mpsc::Sender<Bytes>) {
 
 /// Publishes the latest result when it changes, and at least every [`EVENT_REFRESH`], while any
 /// stream is open.
-pub(super) async fn ticker(ctx: Rc<Ctx>) {
+pub(super) async fn ticker(view: std::sync::Arc<dyn StatusView>, hub: Rc<Hub>) {
     let mut published: Option<(u64, tokio::time::Instant)> = None;
     let mut interval = tokio::time::interval(POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let view = &*ctx.view;
+        let view = &*view;
         let Ok(version) = panic::catch_unwind(AssertUnwindSafe(|| view.version())) else {
             warn!("HTTP server: the status view panicked in version()");
             continue;
@@ -115,11 +120,21 @@ pub(super) async fn ticker(ctx: Rc<Ctx>) {
             continue;
         }
         // Without a stream only the version is noted: a new stream starts with the current state.
-        if ctx.events.tx.receiver_count() > 0 {
-            ctx.events.tx.send_replace(Bytes::from(event(&current(view))));
+        if hub.tx.receiver_count() > 0 {
+            hub.tx.send_replace(Bytes::from(event(&current(view))));
         }
         published = Some((version, now));
     }
+}
+
+/// The headers of an `/events` response.
+fn event_stream_response(reply: Reply) -> Response<Reply> {
+    let mut response = Response::new(reply);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// The JSON of `/api/latest`; `{}` if the view panicked.

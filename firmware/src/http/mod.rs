@@ -14,7 +14,7 @@
 //! - threads: one, whatever the load.
 //! - connections: at most `max_connections`, and `max_connections_per_client` from one IP address.
 //!   At a limit, the oldest connection that has been idle (no request in progress) for at least
-//!   [`conn::EVICTABLE_AFTER`] is closed to make room (slowloris clients and idle keep-alive
+//!   [`body::EVICTABLE_AFTER`] is closed to make room (slowloris clients and idle keep-alive
 //!   connections are idle); when none is, the new connection gets `503` + `Retry-After: 1` and is closed.
 //!   A request being answered is never evicted. At most `max_event_streams` `/events` streams at once.
 //! - memory: the request head is capped at `max_request_bytes` (hyper's buffer at its minimum of 8 KiB
@@ -31,8 +31,10 @@
 //! a method other than GET/HEAD → 405 with `Allow: GET, HEAD`; a body announced on GET/HEAD → 413,
 //! the body is not read; a head cut short by EOF → 400; unknown path → 404.
 
+mod body;
 mod conn;
 mod events;
+mod hosts;
 mod respond;
 mod stats;
 

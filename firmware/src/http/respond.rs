@@ -1,23 +1,29 @@
 //! What a request gets: the server's rules (method, `Host`, no body, origin-form target), the routes,
 //! and the response bodies.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv6Addr};
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use log::warn;
 
-use super::StatusView;
-use super::conn::{ConnState, Ctx, InFlight};
+use super::body::{ConnState, InFlight, Reply};
+use super::events::Hub;
+use super::hosts::Hosts;
+use super::{HttpConfig, HttpStats, StatusView};
+
+/// What answering a request needs; one per server, on its thread.
+pub(super) struct Ctx {
+    pub config: HttpConfig,
+    pub view: Arc<dyn StatusView>,
+    pub stats: Arc<HttpStats>,
+    pub hosts: Hosts,
+    pub events: Rc<Hub>,
+}
 
 /// The status page, one self-contained HTML file.
 const PAGE: &str = include_str!("page.html");
@@ -26,109 +32,6 @@ pub const MAX_TARGET: usize = 2048;
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
      style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 const TEXT: &str = "text/plain; charset=utf-8";
-
-/// The names a `Host` header may carry (lower case, without a port), besides IP addresses.
-pub(super) struct Hosts {
-    names: Vec<String>,
-}
-
-impl Hosts {
-    /// `localhost`, this machine's name and `NAME.local` (mDNS, how people reach a Raspberry Pi),
-    /// and the configured names.
-    pub(super) fn new(allowed: &[String]) -> Hosts {
-        let mut names = vec!["localhost".to_string()];
-        // Read from procfs rather than through gethostname(2): no unsafe FFI for one string.
-        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            let name = name.trim().to_ascii_lowercase();
-            if !name.is_empty() {
-                names.push(format!("{name}.local"));
-                names.push(name);
-            }
-        }
-        names.extend(allowed.iter().map(|n| n.trim_end_matches('.').to_ascii_lowercase()));
-        Hosts { names }
-    }
-
-    /// Whether `host` (a `Host` header value: name or address, optional port) may be served. Any IP
-    /// address is accepted: DNS rebinding needs a name that the attacker controls, and a page served
-    /// from an address has that address as its own origin.
-    pub(super) fn allows(&self, host: &str) -> bool {
-        let name = if let Some(rest) = host.strip_prefix('[') {
-            // [v6]:port
-            let Some((addr, port)) = rest.split_once(']') else { return false };
-            return addr.parse::<Ipv6Addr>().is_ok()
-                && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port));
-        } else {
-            match host.rsplit_once(':') {
-                Some((name, port)) if is_port(port) => name,
-                Some(_) => return false,
-                None => host,
-            }
-        };
-        if name.parse::<IpAddr>().is_ok() {
-            return true;
-        }
-        let name = name.strip_suffix('.').unwrap_or(name);
-        self.names.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
-    }
-}
-
-fn is_port(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// A response body: complete bytes (with the connection's in-flight mark), or an event stream.
-pub(super) struct Reply {
-    kind: Kind,
-    _in_flight: Option<InFlight>,
-}
-
-enum Kind {
-    Full(Option<Bytes>),
-    Stream(tokio::sync::mpsc::Receiver<Bytes>),
-}
-
-impl Reply {
-    fn full(bytes: Bytes, in_flight: InFlight) -> Reply {
-        Reply { kind: Kind::Full(Some(bytes)), _in_flight: Some(in_flight) }
-    }
-
-    pub(super) fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>, in_flight: InFlight) -> Reply {
-        Reply { kind: Kind::Stream(rx), _in_flight: Some(in_flight) }
-    }
-}
-
-impl http_body::Body for Reply {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        let chunk = match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take()),
-            Kind::Stream(rx) => rx.poll_recv(cx),
-        };
-        if matches!(chunk, Poll::Ready(None)) {
-            // The response is complete: the connection is idle from now on.
-            this._in_flight = None;
-        }
-        chunk.map(|c| c.map(|b| Ok(Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.kind, Kind::Full(None))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream(_) => SizeHint::default(),
-        }
-    }
-}
 
 /// The snapshot, shared with the daemon without a copy.
 struct SharedJpeg(Arc<Vec<u8>>);
@@ -170,13 +73,13 @@ impl Answer {
 }
 
 /// Answers one request. Never panics: a panic in the view becomes a 500.
-pub(super) fn handle<B>(ctx: &Rc<Ctx>, state: &Rc<ConnState>, request: &Request<B>) -> Response<Reply> {
+pub(super) fn handle<B>(ctx: &Ctx, state: &Rc<ConnState>, request: &Request<B>) -> Response<Reply> {
     let in_flight = InFlight::new(state);
     let answer = match check(ctx, request) {
         Err(refusal) => refusal,
         Ok(route) => {
             if route == "/events" && request.method() == Method::GET {
-                match ctx.events.open(ctx, in_flight) {
+                match ctx.events.open(&*ctx.view, &ctx.stats, in_flight) {
                     Ok(response) => {
                         ctx.stats.record(200);
                         return response;
@@ -288,16 +191,6 @@ fn finish(ctx: &Ctx, head_only: bool, answer: Answer, in_flight: InFlight) -> Re
     response
 }
 
-/// The headers of an `/events` response.
-pub(super) fn event_stream_response(reply: Reply) -> Response<Reply> {
-    let mut response = Response::new(reply);
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
-}
-
 /// A complete `Connection: close` answer as bytes, for what the connection's task writes itself
 /// (408, 400 for a head cut short, 503 at the limits).
 pub(super) fn raw_answer(status: u16, text: &str, extra: &[(&str, &str)]) -> Vec<u8> {
@@ -321,42 +214,6 @@ pub(super) fn raw_answer(status: u16, text: &str, extra: &[(&str, &str)]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hosts() -> Hosts {
-        Hosts { names: vec!["localhost".into(), "pi".into(), "pi.local".into(), "cam.example.org".into()] }
-    }
-
-    #[test]
-    fn host_names_and_addresses() {
-        let h = hosts();
-        for ok in [
-            "localhost",
-            "localhost:8080",
-            "LOCALHOST",
-            "127.0.0.1:8080",
-            "192.168.1.20",
-            "[::1]:8080",
-            "[fe80::1]",
-            "pi.local:8080",
-            "pi.local.",
-            "cam.example.org",
-        ] {
-            assert!(h.allows(ok), "{ok} should be allowed");
-        }
-        for refused in [
-            "evil.example.com",
-            "evil.example.com:8080",
-            "localhost.evil.com",
-            "pi.local.evil.com",
-            "[::1",
-            "[nonsense]:80",
-            "localhost:80x",
-            "localhost:123456",
-            "",
-        ] {
-            assert!(!h.allows(refused), "{refused} should be refused");
-        }
-    }
 
     #[test]
     fn raw_answers_are_complete_http() {
