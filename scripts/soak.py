@@ -85,6 +85,7 @@ device_id = "soak"
     threading.Thread(target=read_results, daemon=True).start()
     stop = threading.Event()
     polls = {"ok": 0, "failed": 0, "events": 0}
+    failures = []
 
     def poll():
         paths = ["/api/latest", "/snapshot.jpg", "/metrics", "/"]
@@ -100,8 +101,9 @@ device_id = "soak"
                     i += 1
                     time.sleep(0.05)
                 c.close()
-            except OSError:
+            except OSError as e:
                 polls["failed"] += 1
+                failures.append(f"{time.time() - started:.1f} s, {paths[i % len(paths)]}: {e!r}")
                 time.sleep(0.2)
 
     def events():
@@ -118,6 +120,19 @@ device_id = "soak"
             except OSError:
                 time.sleep(0.2)
 
+    # The page is up once the model has loaded; failures count from then on.
+    deadline = time.time() + 120
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+            c.request("GET", "/healthz", headers={"Host": "localhost"})
+            c.getresponse().read()
+            c.close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                sys.exit(f"soak: the status page never came up; see {work}/daemon.log")
+            time.sleep(0.1)
     for target in (poll, poll, events):
         threading.Thread(target=target, daemon=True).start()
     samples = []
@@ -147,6 +162,8 @@ device_id = "soak"
           f"SIGTERM exit {code}")
     print(f"RSS {rss_warm:.1f} MB after warm-up, {rss_end:.1f} MB at the end; threads {threads}; "
           f"fds {fd_warm} after warm-up, at most {fd_max}")
+    for f in failures[:10]:
+        print("page request failed at", f)
     broken = []
     if rss_end > rss_warm + RSS_SLACK_MB:
         broken.append(f"RSS grew by {rss_end - rss_warm:.1f} MB")
