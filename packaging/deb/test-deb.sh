@@ -260,7 +260,7 @@ case_inspect() {
     check "config.toml: model path" has "$conf" '^path = "/var/lib/camera-classifier/model\.onnx"$'
     check "config.toml: /dev/video0" has "$conf" '^device = "/dev/video0"$'
     check "config.toml: continuous" has "$conf" '^kind = "continuous"$'
-    check "config.toml: JSON output" has "$conf" '^json = true$'
+    check "config.toml: no result line per frame in the journal" has "$conf" '^json = "auto"$'
     check "config.toml: points to config.example.toml" has "$conf" "/usr/share/doc/$PKG/config\\.example\\.toml"
     check "copyright is DEP-5" \
         has "$doc/copyright" '^Format: https://www\.debian\.org/doc/packaging-manuals/copyright-format/1\.0/$'
