@@ -21,7 +21,6 @@
 //! label is kept to be republished. Publishing never blocks: a full request queue drops the
 //! message and counts it.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,54 +28,10 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 
+pub use crate::config::MqttConfig;
 use crate::feed::{Event as FeedEvent, ResultSlot};
 use crate::metrics::{Counter, Gauge, Registry};
 use crate::sink::ResultSink;
-
-/// `[mqtt]`, validated.
-#[derive(Clone, PartialEq)]
-pub struct MqttConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Client identifier (unique per broker).
-    pub client_id: String,
-    /// User name, if the broker wants one.
-    pub username: Option<String>,
-    /// Password (read from `password_file`).
-    pub password: Option<String>,
-    /// Device identifier in topics and discovery.
-    pub device_id: String,
-    /// Topic prefix.
-    pub topic_prefix: String,
-    /// QoS of result messages (0 or 1).
-    pub qos: u8,
-    /// Publish every result, not only label changes.
-    pub results: bool,
-    /// Keep-alive interval.
-    pub keep_alive: Duration,
-    /// Home Assistant discovery prefix, if discovery is on.
-    pub home_assistant: Option<String>,
-    /// Capacity of the client's request queue (beyond: dropped and counted).
-    pub queue: usize,
-}
-
-impl fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("topic_prefix", &self.topic_prefix)
-            .field("qos", &self.qos)
-            .field("results", &self.results)
-            .field("home_assistant", &self.home_assistant)
-            .finish()
-    }
-}
 
 /// MQTT's counters, registered into the daemon's metrics.
 pub struct MqttStats {

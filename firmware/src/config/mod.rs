@@ -13,6 +13,7 @@
 mod check;
 mod raw;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,10 +22,55 @@ use serde::Deserialize;
 
 pub use crate::gpio::linux::LineSpec as LineRef;
 pub use crate::gpio::{Edge, TriggerConfig};
-pub use crate::mqtt::MqttConfig;
 
 /// Where the service looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/camera-classifier/config.toml";
+
+/// `[mqtt]`, validated (used by [`crate::mqtt`]; defined here so that the configuration
+/// depends on no part of the daemon it configures).
+#[derive(Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client identifier (unique per broker).
+    pub client_id: String,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Password (read from `password_file`).
+    pub password: Option<String>,
+    /// Device identifier in topics and discovery.
+    pub device_id: String,
+    /// Topic prefix.
+    pub topic_prefix: String,
+    /// QoS of result messages (0 or 1).
+    pub qos: u8,
+    /// Publish every result, not only label changes.
+    pub results: bool,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Home Assistant discovery prefix, if discovery is on.
+    pub home_assistant: Option<String>,
+    /// Capacity of the client's request queue (beyond: dropped and counted).
+    pub queue: usize,
+}
+
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("topic_prefix", &self.topic_prefix)
+            .field("qos", &self.qos)
+            .field("results", &self.results)
+            .field("home_assistant", &self.home_assistant)
+            .finish()
+    }
+}
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
