@@ -102,6 +102,8 @@ device_id = "soak"
                     time.sleep(0.05)
                 c.close()
             except OSError as e:
+                if stop.is_set():
+                    break  # the daemon is being stopped: a request cut now is expected
                 polls["failed"] += 1
                 failures.append(f"{time.time() - started:.1f} s, {paths[i % len(paths)]}: {e!r}")
                 time.sleep(0.2)
@@ -143,6 +145,7 @@ device_id = "soak"
         time.sleep(1)
     samples.append((time.time() - started, results[0]) + sample(proc.pid))
     stop.set()
+    time.sleep(0.5)  # the pollers finish the request they are in
     proc.terminate()
     code = proc.wait(timeout=20)
     broker.terminate()
