@@ -166,21 +166,28 @@ fn a_stalled_source_stops_the_watchdog_pings() {
     }
 }
 
-#[test]
-fn systemd_analyze_verify_accepts_the_unit() {
+/// `systemd-analyze verify` of the unit (with `drop_in` as `<unit>.d/<name>` if given) in a
+/// scratch root holding the system's units, the daemon as /usr/bin/camera-classifier and a stub
+/// for each of `stubs` (executables the unit names): (success, stderr). None without
+/// systemd-analyze (said on stderr).
+fn verify_in_scratch_root(drop_in: Option<&std::path::Path>, stubs: &[&str]) -> Option<(bool, String)> {
     let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("SKIPPED: systemd-analyze is not installed (Debian package systemd)");
-        return;
+        return None;
     };
     assert!(out.status.success());
-    // A scratch root with the system's units, the daemon as /usr/bin/camera-classifier and
-    // the unit under test: verify checks the unit, its dependencies and the executable.
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
+    let units = r.join("etc/systemd/system");
     std::fs::create_dir_all(r.join("usr/bin")).unwrap();
-    std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
+    std::fs::create_dir_all(units.join("camera-classifier.service.d")).unwrap();
     std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_camera-classifier"), r.join("usr/bin/camera-classifier")).unwrap();
+    for stub in stubs {
+        let path = r.join("usr/bin").join(stub);
+        std::fs::write(&path, "#!/bin/sh\nexec \"$@\"\n").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
     let copied = std::process::Command::new("cp")
         .args(["-r", "/lib/systemd/system"])
         .arg(r.join("usr/lib/systemd/"))
@@ -188,17 +195,28 @@ fn systemd_analyze_verify_accepts_the_unit() {
         .unwrap();
     assert!(copied.success());
     let unit = repo_root().join("firmware/systemd/camera-classifier.service");
-    std::fs::copy(&unit, r.join("etc/systemd/system/camera-classifier.service")).unwrap();
+    std::fs::copy(&unit, units.join("camera-classifier.service")).unwrap();
+    if let Some(drop_in) = drop_in {
+        std::fs::copy(drop_in, units.join("camera-classifier.service.d").join(drop_in.file_name().unwrap()))
+            .unwrap();
+    }
     let out = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", r.display()))
         .arg("camera-classifier.service")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    Some((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+#[test]
+fn systemd_analyze_verify_accepts_the_unit() {
+    // Verify checks the unit, its dependencies and the executable.
+    let Some((ok, stderr)) = verify_in_scratch_root(None, &[]) else { return };
+    assert!(ok, "{stderr}");
     // Unknown keys are only warnings for verify: there must be none.
     assert!(stderr.trim().is_empty(), "systemd-analyze verify warned:\n{stderr}");
+    let unit = repo_root().join("firmware/systemd/camera-classifier.service");
     let text = std::fs::read_to_string(unit).unwrap();
     for key in [
         "Type=notify",
@@ -224,4 +242,44 @@ fn systemd_analyze_verify_accepts_the_unit() {
     for family in ["AF_UNIX", "AF_INET", "AF_INET6"] {
         assert!(families.contains(&family), "RestrictAddressFamilies= lacks {family}: {families:?}");
     }
+}
+
+/// `DeviceAllow=` lines of a unit or drop-in.
+fn device_allow(text: &str) -> Vec<&str> {
+    text.lines().filter_map(|l| l.strip_prefix("DeviceAllow=")).collect()
+}
+
+#[test]
+fn the_libcamera_drop_in_allows_exactly_what_libcamera_opens() {
+    let unit_path = repo_root().join("firmware/systemd/camera-classifier.service");
+    let drop_in_path = repo_root().join("firmware/systemd/libcamera.conf");
+    let (unit, drop_in) =
+        (std::fs::read_to_string(&unit_path).unwrap(), std::fs::read_to_string(&drop_in_path).unwrap());
+    // Without the drop-in: cameras (and their v4l-subdevs) and GPIO chips only.
+    assert_eq!(device_allow(&unit), ["char-video4linux rw", "char-gpiochip rw"]);
+    // With it: the media controller and DMA heaps on top, and udev's netlink socket.
+    assert_eq!(device_allow(&drop_in), ["char-media rw", "char-dma_heap rw"]);
+    assert!(drop_in.lines().any(|l| l == "RestrictAddressFamilies=AF_NETLINK"));
+    // Both commands run under libcamerify, replacing the unit's (an empty assignment first).
+    for key in ["ExecStartPre", "ExecStart"] {
+        let values: Vec<&str> =
+            drop_in.lines().filter_map(|l| l.strip_prefix(&format!("{key}=")[..])).collect();
+        assert_eq!(values.len(), 2, "{key}: {values:?}");
+        assert!(
+            values[0].is_empty() && values[1].starts_with("/usr/bin/libcamerify /usr/bin/camera-classifier")
+        );
+    }
+    // Nothing else of the sandbox is touched.
+    for line in drop_in.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let key = line.split('=').next().unwrap();
+        assert!(
+            ["[Service]", "DeviceAllow", "RestrictAddressFamilies", "ExecStartPre", "ExecStart"]
+                .contains(&key),
+            "unexpected setting in the drop-in: {line}"
+        );
+    }
+
+    // systemd accepts the unit with the drop-in (libcamerify as a stub).
+    let Some((ok, stderr)) = verify_in_scratch_root(Some(&drop_in_path), &["libcamerify"]) else { return };
+    assert!(ok && stderr.trim().is_empty(), "systemd-analyze verify:\n{stderr}");
 }

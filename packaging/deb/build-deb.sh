@@ -95,10 +95,11 @@ fi
 printf '%s' "$version" | grep -Eq '^[0-9][A-Za-z0-9.+~-]*$' || die "invalid version '$version'"
 
 unit=$repo/firmware/systemd/camera-classifier.service
+libcamera=$repo/firmware/systemd/libcamera.conf
 example=$repo/firmware/examples/config.toml
 readme=$repo/firmware/README.md
 labels=$repo/models/imagenet1k_labels.txt
-for f in "$unit" "$example" "$readme" "$labels" "$here/config.toml" "$here/README.Debian" \
+for f in "$unit" "$libcamera" "$example" "$readme" "$labels" "$here/config.toml" "$here/README.Debian" \
     "$here/copyright" "$here/postinst" "$here/prerm" "$here/postrm" "$here/60-camera-classifier-gpio.rules"; do
     [ -f "$f" ] || die "missing input file: $f"
 done
@@ -127,6 +128,7 @@ install -m 0644 "$unit" "$root/lib/systemd/system/$PKG.service"
 install -m 0644 "$here/60-camera-classifier-gpio.rules" "$root/lib/udev/rules.d/60-camera-classifier-gpio.rules"
 install -m 0644 "$here/config.toml" "$root/etc/$PKG/config.toml"
 install -m 0644 "$labels" "$root/usr/share/$PKG/imagenet1k_labels.txt"
+install -m 0644 "$libcamera" "$root/usr/share/$PKG/libcamera.conf"
 install -m 0644 "$readme" "$doc/README.md"
 install -m 0644 "$example" "$doc/config.example.toml"
 install -m 0644 "$here/README.Debian" "$doc/README.Debian"

@@ -173,6 +173,7 @@ expected_files="./etc/camera-classifier/config.toml
 ./lib/udev/rules.d/60-camera-classifier-gpio.rules
 ./usr/bin/camera-classifier
 ./usr/share/camera-classifier/imagenet1k_labels.txt
+./usr/share/camera-classifier/libcamera.conf
 ./usr/share/doc/camera-classifier/README.Debian
 ./usr/share/doc/camera-classifier/README.md
 ./usr/share/doc/camera-classifier/changelog.Debian.gz

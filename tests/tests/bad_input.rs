@@ -297,3 +297,18 @@ fn graphs_declaring_huge_tensors_are_refused_before_tract_allocates() {
     let err = load_error(&path);
     assert!(err.contains("'padded'") && err.contains("[1, 3, 200224, 200224]"), "{err}");
 }
+
+#[test]
+fn a_panic_inside_tract_is_an_error_not_a_crash() {
+    // Found by the `onnx` fuzz target: a graph output that no node produces makes tract-onnx
+    // 0.23.9 index a map with a missing key (src/model.rs:187).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dangling-output.onnx");
+    hostile_model(&path, |g| {
+        g.node("Relu", "y", &["x"], vec![]);
+        "nowhere".to_string()
+    });
+    let err = load_error(&path);
+    assert!(err.contains("tract panicked while building the model"), "{err}");
+    assert!(err.contains("dangling-output.onnx"), "the error names the file: {err}");
+}
