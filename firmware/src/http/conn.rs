@@ -220,6 +220,9 @@ async fn serve(ctx: Rc<Shared>, stream: TcpStream, state: Rc<ConnState>) {
     let mut builder = http1::Builder::new();
     builder
         .keep_alive(true)
+        // A client may send its request and shut its sending side (`nc -N`, some HTTP/1.0
+        // tools): it still gets the answer (hyper's default would drop it on the EOF).
+        .half_close(true)
         // The head deadline is enforced below, with a 408 where hyper would only close.
         .header_read_timeout(None)
         .max_buf_size(ctx.config.max_request_bytes.max(MIN_BUFFER))
