@@ -309,11 +309,11 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// What an npz may decompress to, in total: this many times the archive's size, plus
-/// [`NPZ_SLACK`]. Float weights barely compress (an official npz is stored, not deflated; a
-/// `savez_compressed` one is about 1.1:1), and even all-zero arrays (a zero-initialised head)
-/// deflate at most about 1,000:1 and are a small part of a checkpoint, so this only stops zip
-/// bombs, before they fill the memory.
-pub const NPZ_EXPANSION: u64 = 64;
+/// [`NPZ_SLACK`]. Trained float weights barely deflate (`np.savez` stores them uncompressed);
+/// what deflates well is zeros (a zero-initialised head), a small part of a checkpoint that the
+/// slack covers. So a real checkpoint stays far below this, and a zip bomb is refused before it
+/// fills the memory of the board `bit-tool` may run on.
+pub const NPZ_EXPANSION: u64 = 16;
 /// See [`NPZ_EXPANSION`].
 pub const NPZ_SLACK: u64 = 256 << 20;
 
@@ -355,8 +355,10 @@ pub fn read_npz(path: &Path) -> Result<Checkpoint, ImportError> {
             ));
         }
         budget -= declared;
-        // Never more than declared: a lying header cannot make us read (or allocate) more.
-        let mut bytes = Vec::with_capacity(declared as usize);
+        // Never more than declared: a lying header cannot make us read more. Nor allocate ahead
+        // of the data: the capacity starts at what the archive itself could hold stored, and
+        // grows only as inflated bytes actually arrive.
+        let mut bytes = Vec::with_capacity(declared.min(archive_len) as usize);
         (&mut entry)
             .take(declared + 1)
             .read_to_end(&mut bytes)
