@@ -39,6 +39,14 @@ pub mod sink;
 pub mod source;
 pub mod throttle;
 
+/// This machine's host name (`/proc/sys/kernel/hostname`, read from procfs rather than through
+/// gethostname(2): no unsafe FFI for one string); None if unreadable or empty.
+pub fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Now on `CLOCK_MONOTONIC`, the clock V4L2 buffer timestamps and the daemon's schedule use.
 pub fn monotonic_now() -> std::time::Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

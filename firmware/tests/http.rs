@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use camera_classifier::http::{HttpConfig, HttpServer, StatusView};
+use camera_classifier::http::{EVENT_REFRESH, HttpConfig, HttpServer, StatusView};
 use common::{chromium_path, count_pixels, run_chromium};
 use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
@@ -879,7 +879,11 @@ fn events_push_each_change_and_refresh_when_nothing_changes() {
     let third = Instant::now();
     events_until(4, &mut received);
     let refresh = third.elapsed();
-    assert!(refresh >= Duration::from_millis(700) && refresh < Duration::from_millis(1500), "{refresh:?}");
+    assert!(
+        refresh >= EVENT_REFRESH - Duration::from_millis(300)
+            && refresh < EVENT_REFRESH + Duration::from_millis(500),
+        "{refresh:?}"
+    );
     println!("events: change pushed after {push:?}, refresh after {refresh:?}");
     assert_eq!(server.stats().event_streams(), 1);
     server.shutdown();

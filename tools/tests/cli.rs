@@ -204,8 +204,11 @@ fn an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept() {
     let out = bit_tool(&["import", ckpt.to_str().unwrap(), "--out", model.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let model_bytes = std::fs::read(&model).unwrap();
+    // A calibration set quantize could run on: without the check it would replace the model.
     let calib = dir.path().join("calib");
     std::fs::create_dir(&calib).unwrap();
+    let photo = std::path::PathBuf::from(&samples()[0]);
+    std::fs::copy(&photo, calib.join(photo.file_name().unwrap())).unwrap();
     let relative = dir.path().join(".").join("model.onnx");
     let out = bit_tool(&[
         "quantize",

@@ -359,9 +359,8 @@ fn output(c: &mut Checker, o: &RawOutput) -> Option<OutputConfig> {
 
 /// This machine's host name (`/proc/sys/kernel/hostname`), reduced to `[A-Za-z0-9_-]`.
 pub fn device_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = crate::hostname().unwrap_or_default();
     let id: String = host
-        .trim()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();

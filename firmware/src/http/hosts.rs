@@ -12,13 +12,10 @@ impl Hosts {
     /// and the configured names.
     pub(super) fn new(allowed: &[String]) -> Hosts {
         let mut names = vec!["localhost".to_string()];
-        // Read from procfs rather than through gethostname(2): no unsafe FFI for one string.
-        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            let name = name.trim().to_ascii_lowercase();
-            if !name.is_empty() {
-                names.push(format!("{name}.local"));
-                names.push(name);
-            }
+        if let Some(name) = crate::hostname() {
+            let name = name.to_ascii_lowercase();
+            names.push(format!("{name}.local"));
+            names.push(name);
         }
         names.extend(allowed.iter().map(|n| n.trim_end_matches('.').to_ascii_lowercase()));
         Hosts { names }
