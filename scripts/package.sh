@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds the camera-classifier daemon for a board and packages it as a .deb:
+# Builds the camera-classifier daemon and bit-tool for a board and packages them as a .deb:
 #
 #   scripts/package.sh arm64    # Raspberry Pi 4/5 (64-bit Raspberry Pi OS), Jetson (L4T)
 #   scripts/package.sh armhf    # Raspberry Pi 2/3/4 with 32-bit Raspberry Pi OS
 #   scripts/package.sh amd64    # this machine (for testing the package)
 #
-# Output: target/deb/camera-classifier_<version>_<arch>.deb. Needs the Rust target and the
-# cross toolchain (README "Deploying on a board"); no host-specific CPU flags are used, so the
-# binary runs on every CPU of the family (tract picks its kernels at run time).
+# Output: target/deb/camera-classifier_<version>_<arch>.deb. The board builds go through
+# scripts/zigbuild.sh (cargo-zigbuild and zig from PyPI, installed on first use) for glibc
+# 2.17, so the package installs on every release from Ubuntu 18.04 / JetPack 4 on; stripping
+# needs the target's binutils (README "Deploying on a board"). No host-specific CPU flags are
+# used, so the binaries run on every CPU of the family (tract picks its kernels at run time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:?usage: scripts/package.sh arm64|armhf|amd64}
@@ -23,15 +25,17 @@ tdir=${CARGO_TARGET_DIR:-target}
 # packages it builds, so building the daemon alone would compile tract again.
 if [ "$arch" = amd64 ]; then
   cargo build --release --workspace --bins
-  built="$tdir/release/camera-classifier"
+  out="$tdir/release"
 else
-  cargo build --release --target "$target" --workspace --bins
-  built="$tdir/$target/release/camera-classifier"
+  scripts/zigbuild.sh zigbuild --release --target "$target.2.17" --workspace --bins
+  out="$tdir/$target/release"
 fi
 mkdir -p "$tdir/deb"
 # The release profile keeps line tables for backtraces (about 200 MB for tract): the package
-# ships the stripped binary.
-stripped="$tdir/deb/camera-classifier-$arch"
-"$strip" -o "$stripped" "$built"
-echo "binary: $(stat -c %s "$built") bytes as built, $(stat -c %s "$stripped") stripped"
-packaging/deb/build-deb.sh --arch "$arch" --binary "$stripped" --out "$tdir/deb"
+# ships stripped binaries.
+for bin in camera-classifier bit-tool; do
+  "$strip" -o "$tdir/deb/$bin-$arch" "$out/$bin"
+  echo "$bin: $(stat -c %s "$out/$bin") bytes as built, $(stat -c %s "$tdir/deb/$bin-$arch") stripped"
+done
+packaging/deb/build-deb.sh --arch "$arch" --binary "$tdir/deb/camera-classifier-$arch" \
+  --tool "$tdir/deb/bit-tool-$arch" --out "$tdir/deb"

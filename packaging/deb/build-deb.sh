@@ -1,12 +1,14 @@
 #!/bin/sh
 # Builds camera-classifier_<version>_<arch>.deb from an already built binary.
 #
-#   packaging/deb/build-deb.sh --arch arm64|armhf|amd64 --binary PATH --out DIR [--version V]
+#   packaging/deb/build-deb.sh --arch arm64|armhf|amd64 --binary PATH --tool PATH --out DIR [--version V]
 #
+# --binary is the daemon, --tool bit-tool (import, quantize, finetune, eval on the device).
 # The version defaults to [workspace.package] version in the repository's Cargo.toml (a
 # SemVer pre-release "1.2.0-rc.1" becomes "1.2.0~rc.1" so that it sorts before "1.2.0").
-# The binary is packaged as given (not stripped here). Depends: libc6 (>= V) with V the newest
-# GLIBC_ symbol version the binary needs (at least 2.31). Needs dpkg-deb, gzip, coreutils,
+# The binaries are packaged as given (not stripped here). Depends: libc6 (>= V) with V the
+# newest GLIBC_ symbol version either binary needs (at least 2.17: the release builds target
+# glibc 2.17 with cargo-zigbuild, see scripts/package.sh). Needs dpkg-deb, gzip, coreutils,
 # findutils, od. SOURCE_DATE_EPOCH (default: the last commit's time) fixes the timestamps.
 set -eu
 
@@ -23,19 +25,20 @@ die() {
 
 usage() {
     cat >&2 <<EOF
-usage: $0 --arch arm64|armhf|amd64 --binary PATH --out DIR [--version V]
+usage: $0 --arch arm64|armhf|amd64 --binary PATH --tool PATH --out DIR [--version V]
 EOF
     exit 2
 }
 
-arch='' binary='' out='' version=''
+arch='' binary='' tool='' out='' version=''
 while [ $# -gt 0 ]; do
     case "$1" in
-        --arch | --binary | --out | --version)
+        --arch | --binary | --tool | --out | --version)
             [ $# -ge 2 ] || usage
             case "$1" in
                 --arch) arch=$2 ;;
                 --binary) binary=$2 ;;
+                --tool) tool=$2 ;;
                 --out) out=$2 ;;
                 --version) version=$2 ;;
             esac
@@ -43,13 +46,14 @@ while [ $# -gt 0 ]; do
             ;;
         --arch=*) arch=${1#*=}; shift ;;
         --binary=*) binary=${1#*=}; shift ;;
+        --tool=*) tool=${1#*=}; shift ;;
         --out=*) out=${1#*=}; shift ;;
         --version=*) version=${1#*=}; shift ;;
         -h | --help) usage ;;
         *) printf 'build-deb.sh: unknown argument: %s\n' "$1" >&2; usage ;;
     esac
 done
-if [ -z "$arch" ] || [ -z "$binary" ] || [ -z "$out" ]; then usage; fi
+if [ -z "$arch" ] || [ -z "$binary" ] || [ -z "$tool" ] || [ -z "$out" ]; then usage; fi
 
 # ELF class (1: 32-bit, 2: 64-bit) and e_machine expected for each Debian architecture.
 case "$arch" in
@@ -59,26 +63,30 @@ case "$arch" in
     *) die "unknown architecture '$arch' (expected arm64, armhf or amd64)" ;;
 esac
 
-[ -e "$binary" ] || die "binary not found: $binary"
-if [ ! -f "$binary" ] || [ ! -r "$binary" ]; then die "binary is not a readable file: $binary"; fi
+# check_elf FILE: a readable ELF file of the architecture's class and machine.
+check_elf() {
+    [ -e "$1" ] || die "binary not found: $1"
+    if [ ! -f "$1" ] || [ ! -r "$1" ]; then die "binary is not a readable file: $1"; fi
+    # The first 20 bytes of the ELF header: magic, class, data (1: little-endian), ...,
+    # e_machine (bytes 18-19, little-endian).
+    # shellcheck disable=SC2046 # word splitting of od's output is intended
+    set -- "$1" $(od -An -tu1 -N20 -v "$1")
+    if [ $# -ne 21 ] || [ "$2 $3 $4 $5" != "127 69 76 70" ]; then
+        die "not an ELF file: $1"
+    fi
+    class=$6 data=$7 machine=$((${20} + 256 * ${21}))
+    [ "$data" = 1 ] || die "$1: not a little-endian ELF file"
+    if [ "$machine" != "$want_machine" ] || [ "$class" != "$want_class" ]; then
+        die "$1: ELF machine $(printf '0x%02X' "$machine"), class $((class * 32))-bit; --arch $arch needs $machine_name ($(printf '0x%02X' "$want_machine"), $((want_class * 32))-bit)"
+    fi
+}
+check_elf "$binary"
+check_elf "$tool"
 
-# The first 20 bytes of the ELF header: magic, class, data (1: little-endian), ...,
-# e_machine (bytes 18-19, little-endian).
-# shellcheck disable=SC2046 # word splitting of od's output is intended
-set -- $(od -An -tu1 -N20 -v "$binary")
-if [ $# -ne 20 ] || [ "$1 $2 $3 $4" != "127 69 76 70" ]; then
-    die "not an ELF file: $binary"
-fi
-class=$5 data=$6 machine=$((${19} + 256 * ${20}))
-[ "$data" = 1 ] || die "$binary: not a little-endian ELF file"
-if [ "$machine" != "$want_machine" ] || [ "$class" != "$want_class" ]; then
-    die "$binary: ELF machine $(printf '0x%02X' "$machine"), class $((class * 32))-bit; --arch $arch needs $machine_name ($(printf '0x%02X' "$want_machine"), $((want_class * 32))-bit)"
-fi
-
-# libc6 (>= the newest GLIBC_x.y symbol version the binary needs), at least 2.31. The names
+# libc6 (>= the newest GLIBC_x.y symbol version the binaries need), at least 2.17. The names
 # of needed symbol versions sit in .dynstr, so a byte search finds them on any architecture.
-glibc=$(grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' "$binary" | sed 's/^GLIBC_//' | sort -uV | tail -n 1)
-glibc=$(printf '2.31\n%s\n' "$glibc" | sort -V | tail -n 1)
+glibc=$(cat "$binary" "$tool" | grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' | sed 's/^GLIBC_//' | sort -uV | tail -n 1)
+glibc=$(printf '2.17\n%s\n' "$glibc" | sort -V | tail -n 1)
 
 if [ -z "$version" ]; then
     cargo_toml=$repo/Cargo.toml
@@ -98,8 +106,9 @@ unit=$repo/firmware/systemd/camera-classifier.service
 libcamera=$repo/firmware/systemd/libcamera.conf
 example=$repo/firmware/examples/config.toml
 readme=$repo/firmware/README.md
+tmpfiles=$here/tmpfiles.conf
 labels=$repo/models/imagenet1k_labels.txt
-for f in "$unit" "$libcamera" "$example" "$readme" "$labels" "$here/config.toml" "$here/README.Debian" \
+for f in "$unit" "$libcamera" "$example" "$readme" "$labels" "$tmpfiles" "$here/config.toml" "$here/README.Debian" \
     "$here/copyright" "$here/postinst" "$here/prerm" "$here/postrm" "$here/60-camera-classifier-gpio.rules"; do
     [ -f "$f" ] || die "missing input file: $f"
 done
@@ -122,8 +131,10 @@ trap 'exit 130' INT TERM
 root=$stage/root
 doc=$root/usr/share/doc/$PKG
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/lib/udev/rules.d" \
-    "$root/etc/$PKG" "$root/usr/share/$PKG" "$doc"
+    "$root/etc/$PKG" "$root/usr/share/$PKG" "$root/usr/lib/tmpfiles.d" "$doc"
 install -m 0755 "$binary" "$root/usr/bin/$PKG"
+install -m 0755 "$tool" "$root/usr/bin/bit-tool"
+install -m 0644 "$tmpfiles" "$root/usr/lib/tmpfiles.d/$PKG.conf"
 install -m 0644 "$unit" "$root/lib/systemd/system/$PKG.service"
 install -m 0644 "$here/60-camera-classifier-gpio.rules" "$root/lib/udev/rules.d/60-camera-classifier-gpio.rules"
 install -m 0644 "$here/config.toml" "$root/etc/$PKG/config.toml"
@@ -142,8 +153,9 @@ $PKG ($version) unstable; urgency=medium
 
  -- $MAINTAINER  $date_r
 EOF
-gzip -9n <"$stage/changelog" >"$doc/changelog.Debian.gz"
-chmod 0644 "$doc/changelog.Debian.gz"
+# A native package (no Debian revision): changelog.gz, not changelog.Debian.gz (Policy 12.7).
+gzip -9n <"$stage/changelog" >"$doc/changelog.gz"
+chmod 0644 "$doc/changelog.gz"
 
 # Installed-Size as dpkg-gencontrol computes it: KiB per file, rounded up, 1 per directory.
 installed_size=$(cd "$root" && find . -path ./DEBIAN -prune -o ! -name . -printf '%y %s\n' |
@@ -161,14 +173,18 @@ Priority: optional
 Description: BiT image classifier daemon for V4L2 cameras
  camera-classifier classifies the frames of a V4L2 camera with a BiT model in
  ONNX format, continuously, at an interval, or when a GPIO line, SIGUSR1 or a
- control FIFO triggers it, and writes one JSON line per result to the journal.
- Optionally it drives GPIO outputs from label rules, publishes results over
- MQTT (with Home Assistant discovery) and serves a local status page with
- Prometheus metrics.
+ control FIFO triggers it. Results go to MQTT (with Home Assistant discovery),
+ a local status page with Prometheus metrics, GPIO outputs driven by label
+ rules, or JSON lines on stdout. It can keep every Nth or every triggered frame
+ for calibration and teaching.
  .
  It runs under systemd (Type=notify with a watchdog, DynamicUser=yes) on
- Raspberry Pi 4/5 and Jetson boards. The model is not included: install it as
- /var/lib/camera-classifier/model.onnx (see README.Debian).
+ Raspberry Pi 2/3/4/5 and Jetson boards. The model is not included: install it
+ as /var/lib/camera-classifier/model.onnx (see README.Debian).
+ .
+ The package also ships bit-tool, which imports BiT checkpoints, quantizes a
+ model to int8 on calibration frames, measures its fidelity and trains a new
+ classification head, on the board itself.
 EOF
 printf '/etc/%s/config.toml\n' "$PKG" >"$root/DEBIAN/conffiles"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort |

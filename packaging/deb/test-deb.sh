@@ -3,11 +3,14 @@
 #   packaging/deb/test-deb.sh camera-classifier_<version>_<arch>.deb
 #
 # i.  inspection: control fields, the exact file list (paths, modes, root/root), conffiles,
-#     the binary's ELF machine against Architecture, md5sums, the shipped text files, and
-#     (when the binary runs here) --check-config on the packaged configuration.
+#     the binaries' ELF machine against Architecture and their glibc needs against Depends,
+#     md5sums, the shipped text files, the tmpfiles.d entry (applied by the real
+#     systemd-tmpfiles when run as root), and (when the binaries run here) --version and
+#     --check-config on the packaged configuration.
 # a-f the maintainer scripts, run by `dpkg --root=R --force-script-chrootless` in scratch
 #     roots (so they see DPKG_ROOT=R), with stubs first in PATH for systemctl,
-#     deb-systemd-helper, deb-systemd-invoke, getent, addgroup, groupadd and adduser that log
+#     deb-systemd-helper, deb-systemd-invoke, systemd-tmpfiles, getent, addgroup, groupadd and
+#     adduser that log
 #     their arguments and keep the group database in R/etc/group. "systemd running" is
 #     R/run/systemd/system existing.
 # g.  the postinst run directly with DPKG_ROOT unset (a normal install): getent/addgroup.
@@ -20,6 +23,7 @@ PKG=camera-classifier
 UNIT=camera-classifier.service
 CONFFILE=/etc/camera-classifier/config.toml
 MODEL_NOTE='sudo install -D -m 644 model.onnx /var/lib/camera-classifier/model.onnx'
+FRAMES=/var/lib/camera-classifier-frames
 
 if [ $# -ne 1 ] || [ ! -f "$1" ]; then
     echo "usage: $0 camera-classifier_<version>_<arch>.deb" >&2
@@ -96,6 +100,11 @@ case "$*" in *is-active*) exit 3 ;; *is-enabled*) echo enabled ;; esac
 EOF
 stub deb-systemd-helper </dev/null
 stub deb-systemd-invoke </dev/null
+# Applies the package's one entry in a --root, as the real one would (but without chown);
+# without --root (the live system) it only logs.
+stub systemd-tmpfiles <<'EOF'
+for a; do case $a in --root=*) d=${a#--root=}/var/lib/camera-classifier-frames; mkdir -p "$d" && chmod 2770 "$d" ;; esac; done
+EOF
 stub getent <<'EOF'
 [ "$1" = group ] || exit 2
 grep "^$2:" "$group_file" || exit 2
@@ -171,12 +180,14 @@ dpkg-deb -e "$deb" "$ctl"
 expected_files="./etc/camera-classifier/config.toml
 ./lib/systemd/system/camera-classifier.service
 ./lib/udev/rules.d/60-camera-classifier-gpio.rules
+./usr/bin/bit-tool
 ./usr/bin/camera-classifier
+./usr/lib/tmpfiles.d/camera-classifier.conf
 ./usr/share/camera-classifier/imagenet1k_labels.txt
 ./usr/share/camera-classifier/libcamera.conf
 ./usr/share/doc/camera-classifier/README.Debian
 ./usr/share/doc/camera-classifier/README.md
-./usr/share/doc/camera-classifier/changelog.Debian.gz
+./usr/share/doc/camera-classifier/changelog.gz
 ./usr/share/doc/camera-classifier/config.example.toml
 ./usr/share/doc/camera-classifier/copyright"
 
@@ -201,25 +212,34 @@ case_inspect() {
     check "Maintainer is set" not eq "$(field Maintainer)" ""
     check "Description has a long description" has <(field Description) '^ \.$'
 
-    # Depends: libc6 (>= V), adduser; V >= 2.31 and >= the binary's newest GLIBC_ need.
-    local depends libc need
+    # Depends: libc6 (>= V), adduser; V >= 2.17 and >= the binaries' newest GLIBC_ need. The
+    # board builds target glibc 2.17 (scripts/package.sh): theirs must need no newer one.
+    local depends libc need bin
     depends=$(field Depends)
     libc=$(sed -nE 's/^libc6 \(>= ([0-9.]+)\), adduser$/\1/p' <<<"$depends")
     check "Depends is 'libc6 (>= V), adduser' ($depends)" not eq "$libc" ""
-    need=$(grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' "$x/usr/bin/$PKG" | sed 's/^GLIBC_//' | sort -uV | tail -n 1)
-    check "libc6 (>= ${libc:-?}) is at least 2.31" version_ge "${libc:-0}" 2.31
-    check "libc6 (>= ${libc:-?}) covers the binary's GLIBC_${need:-none}" version_ge "${libc:-0}" "${need:-0}"
+    check "libc6 (>= ${libc:-?}) is at least 2.17" version_ge "${libc:-0}" 2.17
+    for bin in "$PKG" bit-tool; do
+        need=$(grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' "$x/usr/bin/$bin" | sed 's/^GLIBC_//' | sort -uV | tail -n 1)
+        check "libc6 (>= ${libc:-?}) covers $bin's GLIBC_${need:-none}" version_ge "${libc:-0}" "${need:-0}"
+        if [ "$arch" != amd64 ]; then
+            check "$bin needs at most GLIBC_2.17 (needs GLIBC_${need:-none})" version_ge 2.17 "${need:-0}"
+        fi
+    done
 
     # The exact file list, modes and owners.
     local d f
     {
         echo "drwxr-xr-x root/root ./"
         for d in etc etc/camera-classifier lib lib/systemd lib/systemd/system lib/udev lib/udev/rules.d usr usr/bin \
-            usr/share usr/share/camera-classifier usr/share/doc usr/share/doc/camera-classifier; do
+            usr/lib usr/lib/tmpfiles.d usr/share usr/share/camera-classifier usr/share/doc usr/share/doc/camera-classifier; do
             echo "drwxr-xr-x root/root ./$d/"
         done
         while IFS= read -r f; do
-            if [ "$f" = "./usr/bin/$PKG" ]; then echo "-rwxr-xr-x root/root $f"; else echo "-rw-r--r-- root/root $f"; fi
+            case $f in
+                ./usr/bin/*) echo "-rwxr-xr-x root/root $f" ;;
+                *) echo "-rw-r--r-- root/root $f" ;;
+            esac
         done <<<"$expected_files"
     } | LC_ALL=C sort >"$work/contents.expected"
     listing "$deb" >"$work/contents.actual"
@@ -247,8 +267,10 @@ case_inspect() {
         armhf) want="1 40" ;;
         *) want="unknown architecture" ;;
     esac
-    id=$(elf_id "$x/usr/bin/$PKG" || echo "not ELF")
-    check "the binary's ELF class/machine ($id) is $arch's ($want)" eq "$id" "$want"
+    for bin in "$PKG" bit-tool; do
+        id=$(elf_id "$x/usr/bin/$bin" || echo "not ELF")
+        check "$bin's ELF class/machine ($id) is $arch's ($want)" eq "$id" "$want"
+    done
 
     check "md5sums lists exactly the regular files" \
         eq "$(awk '{ print "./" $2 }' "$ctl/md5sums" | LC_ALL=C sort)" "$(LC_ALL=C sort <<<"$expected_files")"
@@ -262,17 +284,40 @@ case_inspect() {
     check "config.toml: /dev/video0" has "$conf" '^device = "/dev/video0"$'
     check "config.toml: continuous" has "$conf" '^kind = "continuous"$'
     check "config.toml: no result line per frame in the journal" has "$conf" '^json = "auto"$'
+    check "config.toml: frames saved into $FRAMES" has "$conf" "^save_dir = \"$FRAMES\"\$"
+    check "config.toml: no frame saved unless configured" lacks "$conf" '^(save_frames|save_every) *='
+    local tmpfiles=$x/usr/lib/tmpfiles.d/$PKG.conf
+    check "tmpfiles.d: $FRAMES 2770 root:camera-classifier, never aged" \
+        eq "$(grep -v '^#' "$tmpfiles")" "d $FRAMES 2770 root camera-classifier -"
+    check "the unit may write $FRAMES" has "$x/lib/systemd/system/$UNIT" "^ReadWritePaths=-$FRAMES\$"
+    check "the unit's user is in the group camera-classifier" \
+        has "$x/lib/systemd/system/$UNIT" '^SupplementaryGroups=.*\bcamera-classifier\b'
+    # The real systemd-tmpfiles on the entry, in a scratch root (chown needs root).
+    if [ "$(id -u)" = 0 ] && command -v systemd-tmpfiles >/dev/null; then
+        local t=$work/tmpfiles-root
+        mkdir -p "$t/etc" "$t/usr/lib/tmpfiles.d" "$t/var/lib"
+        printf 'root:x:0:\ncamera-classifier:x:990:\n' >"$t/etc/group"
+        printf 'root:x:0:0::/root:/bin/sh\n' >"$t/etc/passwd"
+        cp "$tmpfiles" "$t/usr/lib/tmpfiles.d/"
+        check "the real systemd-tmpfiles --create applies it" \
+            env PATH=/usr/bin:/bin:/usr/sbin:/sbin systemd-tmpfiles --root="$t" --create "$PKG.conf"
+        check "  $FRAMES: mode 2770, owner root, group camera-classifier (990)" \
+            eq "$(stat -c '%a %u %g' "$t$FRAMES" 2>/dev/null)" "2770 0 990"
+    else
+        echo "    note  the real systemd-tmpfiles not applied: it needs root (to chown) and systemd"
+    fi
     check "config.toml: points to config.example.toml" has "$conf" "/usr/share/doc/$PKG/config\\.example\\.toml"
     check "copyright is DEP-5" \
         has "$doc/copyright" '^Format: https://www\.debian\.org/doc/packaging-manuals/copyright-format/1\.0/$'
-    check "changelog.Debian.gz names $PKG ($version)" \
-        eq "$(gzip -dc "$doc/changelog.Debian.gz" | head -n 1 | cut -d';' -f1)" "$PKG ($version) unstable"
+    check "changelog.gz names $PKG ($version)" \
+        eq "$(gzip -dc "$doc/changelog.gz" | head -n 1 | cut -d';' -f1)" "$PKG ($version) unstable"
     check "README.Debian explains the model location" has_text "$doc/README.Debian" "$MODEL_NOTE"
 
     # The packaged configuration is valid for the daemon, the model file apart.
     local v rc=0
     v=$("$x/usr/bin/$PKG" --version 2>/dev/null || true)
     if [[ $v == "$PKG "* ]]; then
+        check "bit-tool --version runs" grep -q '^bit-tool ' <("$x/usr/bin/bit-tool" --version 2>&1)
         "$x/usr/bin/$PKG" --config "$conf" --check-config >"$out" 2>&1 || rc=$?
         check "--check-config: valid but for the missing model file" check_config_ok "$out" "$rc"
     else
@@ -293,9 +338,14 @@ case_a() {
     check "/usr/bin/$PKG is 755" mode_is "$A/usr/bin/$PKG" 755
     check "the unit is 644" mode_is "$A/lib/systemd/system/$UNIT" 644
     check "gpio group created in R/etc/group" count_is "$A/etc/group" '^gpio:' 1
+    check "camera-classifier group created in R/etc/group" count_is "$A/etc/group" '^camera-classifier:' 1
     check "video group kept, not added again" count_is "$A/etc/group" '^video:' 1
-    check "groupadd --prefix R --system gpio, no other group command" \
-        eq "$(grep -E '^(groupadd|addgroup|adduser) ' "$STUB_LOG")" "groupadd --prefix $A --system gpio"
+    check "groupadd --prefix R --system for gpio and camera-classifier, no other group command" \
+        eq "$(grep -E '^(groupadd|addgroup|adduser) ' "$STUB_LOG" | tr '\n' ' ')" \
+        "groupadd --prefix $A --system gpio groupadd --prefix $A --system camera-classifier "
+    check "systemd-tmpfiles --root=R --create camera-classifier.conf, after the group" \
+        before "$STUB_LOG" "^groupadd .* camera-classifier\$" "^systemd-tmpfiles --root=$A --create camera-classifier.conf\$"
+    check "$FRAMES created, mode 2770" mode_is "$A$FRAMES" 2770
     check "the host's group database is not used (no getent/addgroup)" lacks "$STUB_LOG" '^(getent|addgroup) '
     check "not enabled (no model: it would fail at every boot)" lacks "$STUB_LOG" "^deb-systemd-helper enable "
     check "the unit's state is recorded (deb-systemd-helper update-state)" \
@@ -365,6 +415,8 @@ case_e() {
     check "the model is kept" file_is "$A/var/lib/camera-classifier/model.onnx" model
     check "the saved frame is kept" file_is "$A/var/lib/private/camera-classifier/frames/0001.jpg" frame
     check "says /var/lib/camera-classifier is kept" has "$out" 'kept /var/lib/camera-classifier '
+    check "$FRAMES is kept" test -d "$A$FRAMES"
+    check "says $FRAMES is kept" has "$out" "kept $FRAMES "
 }
 
 case_c() {
@@ -375,6 +427,8 @@ case_c() {
     check "no systemctl, no deb-systemd-invoke" lacks "$STUB_LOG" '^(systemctl|deb-systemd-invoke) '
     check "video created" count_is "$C/etc/group" '^video:' 1
     check "gpio created" count_is "$C/etc/group" '^gpio:' 1
+    check "camera-classifier created" count_is "$C/etc/group" '^camera-classifier:' 1
+    check "$FRAMES created without a running systemd" mode_is "$C$FRAMES" 2770
     check "not enabled without a model" lacks "$STUB_LOG" "^deb-systemd-helper enable "
     check "the note is printed" has_text "$out" "$MODEL_NOTE"
     mkdir -p "$C/var/lib/camera-classifier"
@@ -442,8 +496,11 @@ case_g() {
     check "getent group gpio" has "$STUB_LOG" '^getent group gpio$'
     check "addgroup --system video" has "$STUB_LOG" '^addgroup (--quiet )?--system video$'
     check "addgroup --system gpio" has "$STUB_LOG" '^addgroup (--quiet )?--system gpio$'
+    check "addgroup --system camera-classifier" has "$STUB_LOG" '^addgroup (--quiet )?--system camera-classifier$'
     check "no groupadd" lacks "$STUB_LOG" '^groupadd '
-    check "both in the group database" count_is "$G/group" '^(video|gpio):' 2
+    check "all three in the group database" count_is "$G/group" '^(video|gpio|camera-classifier):' 3
+    check "systemd-tmpfiles --create camera-classifier.conf (no --root)" \
+        has "$STUB_LOG" '^systemd-tmpfiles --create camera-classifier\.conf$'
     : >"$STUB_LOG"
     check "again: succeeds" postinst_direct "$G/group"
     check "again: no group created" lacks "$STUB_LOG" '^(addgroup|groupadd) '
