@@ -178,32 +178,35 @@ pub fn load_inputs(
     let bar = progress_bar(progress, files.len(), &format!("loading {what}"));
     let mut inputs = Vec::with_capacity(files.len());
     for f in files {
-        if let Some((format, w, h)) = raw_frame_kind(f) {
-            // Raw frames go through the runtime's own frame path: what the device will do.
-            let bytes = std::fs::read(f).map_err(|source| ImportError::Io { path: f.clone(), source })?;
-            let mut pre = bit_runtime::FramePreprocessor::new(pre, size, None, w, h);
-            let mut out = vec![0f32; 3 * (size as usize).pow(2)];
-            pre.fill(&bit_runtime::Frame::new(&bytes, format, w, h), &mut out).map_err(|e| {
-                ImportError::Corrupt {
-                    path: f.clone(),
-                    key: String::new(),
-                    detail: format!("bad {format} frame: {e}"),
-                }
-            })?;
-            inputs.push(out);
-            bar.inc(1);
-            continue;
-        }
-        let img = bit_runtime::load_image(f).map_err(|e| ImportError::Corrupt {
-            path: f.clone(),
-            key: String::new(),
-            detail: format!("unreadable image: {e}"),
-        })?;
-        inputs.push(image_tensor(&img, pre, size));
+        inputs.push(load_input(f, pre, size)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(inputs)
+}
+
+/// Preprocesses one image file or raw frame exactly as the runtime does.
+pub fn load_input(f: &Path, pre: &Preprocess, size: u32) -> Result<Vec<f32>, ImportError> {
+    if let Some((format, w, h)) = raw_frame_kind(f) {
+        // Raw frames go through the runtime's own frame path: what the device will do.
+        let bytes = std::fs::read(f).map_err(|source| ImportError::Io { path: f.to_owned(), source })?;
+        let mut pre = bit_runtime::FramePreprocessor::new(pre, size, None, w, h);
+        let mut out = vec![0f32; 3 * (size as usize).pow(2)];
+        pre.fill(&bit_runtime::Frame::new(&bytes, format, w, h), &mut out).map_err(|e| {
+            ImportError::Corrupt {
+                path: f.to_owned(),
+                key: String::new(),
+                detail: format!("bad {format} frame: {e}"),
+            }
+        })?;
+        return Ok(out);
+    }
+    let img = bit_runtime::load_image(f).map_err(|e| ImportError::Corrupt {
+        path: f.to_owned(),
+        key: String::new(),
+        detail: format!("unreadable image: {e}"),
+    })?;
+    Ok(image_tensor(&img, pre, size))
 }
 
 pub(crate) fn progress_bar(show: bool, len: usize, msg: &str) -> indicatif::ProgressBar {
@@ -309,14 +312,15 @@ pub fn qparams(lo: f32, hi: f32, act: ActivationType) -> (f32, i32) {
     }
 }
 
-/// Runs the calibration set through the float model and returns the clipping range of every
-/// tensor named in `names`.
+/// Runs the calibration images through the float model and returns the clipping range of
+/// every tensor named in `names`. Each image is preprocessed when its turn comes (once per
+/// pass) and dropped after it: memory does not grow with the number of images, only the
+/// per-tensor statistics (a range and a histogram of `BINS` counts) are kept.
 fn calibrate(
     path: &Path,
     proto: &pb::ModelProto,
     names: &[String],
-    inputs: &[Vec<f32>],
-    size: u32,
+    (files, pre, size): (&[PathBuf], &Preprocess, u32),
     options: &QuantizeOptions,
 ) -> Result<BTreeMap<String, (f32, f32)>, ImportError> {
     let mut probe = Probe::new(path, proto, names, size, options.threads)?;
@@ -327,9 +331,9 @@ fn calibrate(
         .iter()
         .map(|_| Stats { min: f32::INFINITY, max: f32::NEG_INFINITY, hist: vec![0; BINS] })
         .collect();
-    let bar = progress_bar(options.progress, inputs.len(), "calibrating: ranges");
-    for input in inputs {
-        let (_, outs) = probe.run(input).map_err(run_err)?;
+    let bar = progress_bar(options.progress, files.len(), "calibrating: ranges");
+    for f in files {
+        let (_, outs) = probe.run(&load_input(f, pre, size)?).map_err(run_err)?;
         for (s, t) in stats.iter_mut().zip(&outs) {
             for &v in values(t).iter() {
                 s.min = s.min.min(v);
@@ -340,9 +344,9 @@ fn calibrate(
     }
     bar.finish_and_clear();
     if options.calibration != Calibration::MinMax {
-        let bar = progress_bar(options.progress, inputs.len(), "calibrating: histograms");
-        for input in inputs {
-            let (_, outs) = probe.run(input).map_err(run_err)?;
+        let bar = progress_bar(options.progress, files.len(), "calibrating: histograms");
+        for f in files {
+            let (_, outs) = probe.run(&load_input(f, pre, size)?).map_err(run_err)?;
             for (s, t) in stats.iter_mut().zip(&outs) {
                 for &v in values(t).iter() {
                     let b = s.bin_of(v);
@@ -392,8 +396,7 @@ pub fn quantize_model_files(
 ) -> Result<QuantizeReport, ImportError> {
     let proto = read_proto(float_path)?;
     let sites = conv_sites(float_path, &proto)?;
-    let CalibrationSet { size, files, inputs, .. } =
-        calibration_set(float_path, &proto, origin, files, options)?;
+    let (pre, size, files) = calibration_files(float_path, &proto, origin, files, options)?;
 
     // Quantization points: every conv input and output, each once.
     let mut names: Vec<String> = Vec::new();
@@ -405,7 +408,7 @@ pub fn quantize_model_files(
             }
         }
     }
-    let ranges = calibrate(float_path, &proto, &names, &inputs, size, options)?;
+    let ranges = calibrate(float_path, &proto, &names, (&files, &pre, size), options)?;
     let quantized = rewrite(&proto, &sites, &ranges, options, files.len());
     write_model(&quantized, out)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
@@ -440,9 +443,22 @@ fn calibration_set(
     float_path: &Path,
     proto: &pb::ModelProto,
     calib_dir: &Path,
-    mut files: Vec<PathBuf>,
+    files: Vec<PathBuf>,
     options: &QuantizeOptions,
 ) -> Result<CalibrationSet, ImportError> {
+    let (preprocess, size, files) = calibration_files(float_path, proto, calib_dir, files, options)?;
+    let inputs = load_inputs(&files, &preprocess, size, options.progress, "calibration images")?;
+    Ok(CalibrationSet { preprocess, size, files, inputs })
+}
+
+/// The contract, input side and image files a calibration uses (the files checked, not read).
+fn calibration_files(
+    float_path: &Path,
+    proto: &pb::ModelProto,
+    calib_dir: &Path,
+    mut files: Vec<PathBuf>,
+    options: &QuantizeOptions,
+) -> Result<(Preprocess, u32, Vec<PathBuf>), ImportError> {
     let info = bit_runtime::ModelInfo::from_metadata(
         float_path,
         proto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())),
@@ -466,8 +482,7 @@ fn calibration_set(
         }
         files.truncate(n);
     }
-    let inputs = load_inputs(&files, &info.preprocess, size, options.progress, "calibration images")?;
-    Ok(CalibrationSet { preprocess: info.preprocess, size, files, inputs })
+    Ok((info.preprocess, size, files))
 }
 
 /// Metadata key describing the quantization (JSON).
