@@ -320,7 +320,9 @@ fn calibrate(
     path: &Path,
     proto: &pb::ModelProto,
     names: &[String],
-    (files, pre, size): (&[PathBuf], &Preprocess, u32),
+    files: &[PathBuf],
+    pre: &Preprocess,
+    size: u32,
     options: &QuantizeOptions,
 ) -> Result<BTreeMap<String, (f32, f32)>, ImportError> {
     let mut probe = Probe::new(path, proto, names, size, options.threads)?;
@@ -408,7 +410,7 @@ pub fn quantize_model_files(
             }
         }
     }
-    let ranges = calibrate(float_path, &proto, &names, (&files, &pre, size), options)?;
+    let ranges = calibrate(float_path, &proto, &names, &files, &pre, size, options)?;
     let quantized = rewrite(&proto, &sites, &ranges, options, files.len());
     write_model(&quantized, out)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
@@ -451,7 +453,8 @@ fn calibration_set(
     Ok(CalibrationSet { preprocess, size, files, inputs })
 }
 
-/// The contract, input side and image files a calibration uses (the files checked, not read).
+/// The contract, input side and image files (at most `num_images`) a calibration uses; the
+/// files are not opened here: a bad one is reported when calibration reaches it.
 fn calibration_files(
     float_path: &Path,
     proto: &pb::ModelProto,
