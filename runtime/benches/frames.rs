@@ -63,6 +63,27 @@ fn median(mut f: impl FnMut(), reps: usize) -> Duration {
     times[reps / 2]
 }
 
+/// Median time of filling `out` from a `w` x `h` frame of `format` (noise, or a JPEG).
+fn fill_time(
+    format: PixelFormat,
+    (w, h): (u32, u32),
+    pre: &Preprocess,
+    kernel: Kernel,
+    reps: usize,
+    out: &mut [f32],
+) -> Duration {
+    let rows = if format == PixelFormat::Nv12 { h as usize * 3 / 2 } else { h as usize };
+    let data = match format.row_bytes(w) {
+        Some(r) => noise(r * rows),
+        None => jpeg(w, h),
+    };
+    let frame = Frame::new(&data, format, w, h);
+    let size = (out.len() as f64 / 3.0).sqrt() as u32;
+    let mut p = FramePreprocessor::new(pre, size, None, 1920, 1080);
+    p.set_kernel(kernel);
+    median(|| p.fill(black_box(&frame), black_box(&mut *out)).unwrap(), reps)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
@@ -88,19 +109,30 @@ fn main() {
             for (pre, (w, h)) in
                 [(&squash, (640, 480)), (&crop, (640, 480)), (&squash, (1280, 720)), (&cubic, (640, 480))]
             {
-                let rows = if format == PixelFormat::Nv12 { h as usize * 3 / 2 } else { h as usize };
-                let data = match format.row_bytes(w) {
-                    Some(r) => noise(r * rows),
-                    None => jpeg(w, h),
-                };
-                let frame = Frame::new(&data, format, w, h);
-                let mut p = FramePreprocessor::new(pre, size, None, 1920, 1080);
-                p.set_kernel(kernel);
-                let t = median(|| p.fill(black_box(&frame), black_box(&mut out)).unwrap(), reps);
-                row += &format!(" {} |", ms(t));
+                row += &format!(" {} |", ms(fill_time(format, (w, h), pre, kernel, reps, &mut out)));
             }
             println!("{row}");
         }
+    }
+    println!();
+    // Pillow's antialiasing convolution (transformers and timm contracts): every source
+    // pixel is converted and filtered, so the cost grows with the frame, not the tensor.
+    println!("Antialiased (Pillow's Image.resize), same frames and tensor (ms):\n");
+    println!(
+        "| format | 640x480 bilinear squash | 640x480 bicubic squash | 640x480 bicubic crop 0.875 | 1280x720 bilinear squash |"
+    );
+    println!("|---|---|---|---|---|");
+    let aa = Preprocess { antialias: true, ..squash.clone() };
+    let aa_cubic = Preprocess { resample: Resample::Bicubic, ..aa.clone() };
+    let aa_cubic_crop = Preprocess { antialias: true, ..cubic.clone() };
+    for format in PixelFormat::ALL {
+        let mut row = format!("| {format} |");
+        for (pre, (w, h)) in
+            [(&aa, (640, 480)), (&aa_cubic, (640, 480)), (&aa_cubic_crop, (640, 480)), (&aa, (1280, 720))]
+        {
+            row += &format!(" {} |", ms(fill_time(format, (w, h), pre, Kernel::Fast, reps, &mut out)));
+        }
+        println!("{row}");
     }
     println!();
     println!("| stage | median (ms) |");

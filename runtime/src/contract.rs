@@ -63,11 +63,10 @@ impl ResizeMode {
     }
 }
 
-/// Interpolation used when resizing. Every filter samples at half-pixel centres, clamps
-/// taps to the edge of the sampled region and does not antialias: downscaling reads the
-/// taps nearest each output centre only, where PIL (transformers, timm/torchvision on PIL
-/// images) widens the filter by the scale factor. For a camera frame several times the
-/// input side that aliases fine texture; a frame close to the input size is unaffected.
+/// Interpolation used when resizing. Every filter samples at half-pixel centres. Without
+/// [`Preprocess::antialias`] taps are clamped to the edge of the sampled region and the
+/// footprint is fixed (2x2 bilinear, 4x4 bicubic) whatever the scale, as `tf.image.resize`
+/// does by default; with it, bilinear and bicubic are Pillow's `Image.resize` (see there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resample {
@@ -99,6 +98,17 @@ pub struct Preprocess {
     pub resize: ResizeMode,
     /// Interpolation.
     pub resample: Resample,
+    /// Whether downscaling antialiases, as Pillow's `Image.resize` does (what transformers'
+    /// BitImageProcessor, timm and torchvision use on PIL images): a separable convolution
+    /// whose support widens with the downscale factor (triangle for bilinear, Keys a = -0.5
+    /// for bicubic), taps outside the image dropped and the weights renormalized, 22-bit
+    /// fixed-point coefficients and an 8-bit rounding between the horizontal and the
+    /// vertical pass. `false` (BiT's TensorFlow pipeline, `tf.image.resize` with its default
+    /// `antialias=False`): a fixed footprint, see [`Resample`]. Nearest ignores it (Pillow's
+    /// nearest does not filter). Absent in models written before it existed, which read as
+    /// `false`, their behaviour then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub antialias: bool,
     /// Where the contract came from (`"npz default"`, `"preprocessor_config.json"`, `"timm
     /// pretrained_cfg"`, `"command line"`, ...). Informational; absent in models written
     /// before it existed.
@@ -117,8 +127,38 @@ impl Preprocess {
             std: [0.5; 3],
             resize: ResizeMode::Squash,
             resample: Resample::Bilinear,
+            antialias: false,
             source: None,
         }
+    }
+
+    /// Whether frames are resampled with Pillow's antialiasing convolution: the contract asks
+    /// for it and the filter is one that filters (Pillow's nearest does not).
+    pub fn antialiased(&self) -> bool {
+        self.antialias && self.resample != Resample::Nearest
+    }
+
+    /// One line for people: the filter, the resize mode and whether it antialiases.
+    pub fn describe_resampling(&self) -> String {
+        let filter = match self.resample {
+            Resample::Bilinear => "bilinear",
+            Resample::Bicubic => "bicubic",
+            Resample::Nearest => "nearest",
+        };
+        let resize = match self.resize {
+            ResizeMode::Squash => "whole frame squashed to the square".to_string(),
+            ResizeMode::CenterCrop { .. } => format!(
+                "shortest edge to {}, centre crop {}",
+                self.resize.shortest_edge(self.input_size),
+                self.input_size
+            ),
+        };
+        let aa = match (self.resample, self.antialias) {
+            (Resample::Nearest, _) => "no filtering",
+            (_, true) => "antialiased as Pillow's Image.resize",
+            (_, false) => "not antialiased (fixed footprint, as tf.image.resize)",
+        };
+        format!("{filter}, {aa}; {resize}")
     }
 
     /// Checks ranges: a positive size, positive finite std, a crop fraction in (0, 1].
@@ -174,5 +214,13 @@ mod tests {
         let json = serde_json::to_string(&new).unwrap();
         assert!(json.contains(r#""resample":"bicubic""#) && json.contains(r#""source":"cli""#), "{json}");
         assert_eq!(serde_json::from_str::<Preprocess>(&json).unwrap(), new);
+        // `antialias` is written only when set, and read back.
+        assert!(!json.contains("antialias"), "{json}");
+        let aa = Preprocess { antialias: true, ..new };
+        let json = serde_json::to_string(&aa).unwrap();
+        assert!(json.contains(r#""antialias":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<Preprocess>(&json).unwrap(), aa);
+        assert!(aa.antialiased());
+        assert!(!Preprocess { resample: Resample::Nearest, ..aa }.antialiased());
     }
 }

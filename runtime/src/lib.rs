@@ -13,6 +13,7 @@
 //! JPEG decoder allocate). [`stats`] keeps per-stage latency percentiles.
 #![deny(missing_docs)]
 
+mod antialias;
 pub mod classifier;
 pub mod contract;
 mod convert;

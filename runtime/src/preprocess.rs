@@ -34,6 +34,7 @@
 //! compiler vectorizes (SSE2 on x86_64, NEON on aarch64: both baseline, so no `unsafe` and
 //! no run-time detection). `benches/frames.rs` measures both: ~6x on x86_64.
 
+use crate::antialias::{self, AaAxis, AaScratch};
 use crate::contract::{ChannelOrder, Preprocess, Resample, ResizeMode};
 use crate::convert::{self, PixelSource, YuvSource, YuvTaps};
 use crate::frame::{Frame, FrameError, MAX_SIDE, PixelFormat, check_geometry};
@@ -119,6 +120,11 @@ pub struct Resizer {
     /// `cx_w[k][i]`: weight of column tap `k` of output column `i`.
     cx_w: [Vec<f32>; 4],
     cy: Vec<Cubic>,
+    /// Pillow's antialiasing convolution instead of the taps above
+    /// ([`Preprocess::antialiased`]); its axes are empty otherwise.
+    antialias: bool,
+    aa_x: AaAxis,
+    aa_y: AaAxis,
     affine: [(f32, f32); 3],
     bgr: bool,
 }
@@ -147,11 +153,30 @@ impl Resizer {
             cx_idx: Vec::with_capacity(size as usize),
             cx_w: std::array::from_fn(|_| Vec::with_capacity(size as usize)),
             cy: Vec::with_capacity(size as usize),
+            antialias: pre.antialiased(),
+            aa_x: AaAxis::default(),
+            aa_y: AaAxis::default(),
             affine: pre.affine(),
             bgr: pre.channel_order == ChannelOrder::Bgr,
         };
+        r.reserve(src_w, src_h);
         r.compute_taps();
         r
+    }
+
+    /// Makes room for sources up to `max_width` x `max_height`, so that
+    /// [`Resizer::set_source`] within them does not allocate (the antialiasing filter's
+    /// footprint grows with the downscale factor; the other filters' do not).
+    pub fn reserve(&mut self, max_width: u32, max_height: u32) {
+        if self.antialias {
+            self.aa_x.reserve(self.filter, max_width, self.size);
+            self.aa_y.reserve(self.filter, max_height, self.size);
+        }
+    }
+
+    /// Whether this resizer uses Pillow's antialiasing convolution.
+    pub fn antialiased(&self) -> bool {
+        self.antialias
     }
 
     /// Taps for the region `roi` (the whole frame if `None`) of a `src_w` x `src_h` source.
@@ -191,8 +216,11 @@ impl Resizer {
     fn compute_taps(&mut self) {
         let roi = self.roi;
         let (rw, rh) = (roi.width as f64, roi.height as f64);
-        let (x0, y0, cw, ch) = match self.mode {
-            ResizeMode::Squash => (0.0, 0.0, rw, rh),
+        // The output is pixels `off .. off + size` of each axis of a `w2` x `h2` resize of
+        // the region.
+        let size = self.size as f64;
+        let (w2, h2, offx, offy) = match self.mode {
+            ResizeMode::Squash => (size, size, 0.0, 0.0),
             ResizeMode::CenterCrop { crop_fraction } => {
                 // transformers' BitImageProcessor (and timm's eval transform) in one pass:
                 // the shorter side resized to S = C / crop_fraction, the longer to
@@ -201,12 +229,23 @@ impl Resizer {
                 // resized image equals the two steps; keeping the whole-pixel rounding of
                 // the resized size and offset matters (without it a 640x480 frame is
                 // sampled up to a source pixel away from where transformers samples).
-                let c = self.size as f64;
+                let c = size;
                 let s = (c / crop_fraction as f64).round().max(c);
                 let long = (s * rw.max(rh) / rw.min(rh)).floor().max(c);
                 let (w2, h2) = if rw <= rh { (s, long) } else { (long, s) };
+                (w2, h2, ((w2 - c) / 2.0).floor(), ((h2 - c) / 2.0).floor())
+            }
+        };
+        if self.antialias {
+            let to = |v: f64| v as u32;
+            self.aa_x.compute(self.filter, roi.x, roi.width, to(w2), to(offx), self.size);
+            self.aa_y.compute(self.filter, roi.y, roi.height, to(h2), to(offy), self.size);
+        }
+        let (x0, y0, cw, ch) = match self.mode {
+            ResizeMode::Squash => (0.0, 0.0, rw, rh),
+            ResizeMode::CenterCrop { .. } => {
                 let (sx, sy) = (rw / w2, rh / h2);
-                (((w2 - c) / 2.0).floor() * sx, ((h2 - c) / 2.0).floor() * sy, c * sx, c * sy)
+                (offx * sx, offy * sy, size * sx, size * sy)
             }
         };
         self.xs.clear();
@@ -219,6 +258,7 @@ impl Resizer {
             Axis::new(roi.y as f64 + y0, ch, roi.y, roi.height, self.size),
         );
         match self.filter {
+            _ if self.antialias => {}
             Resample::Bilinear => {
                 self.xs.extend(ax.bilinear());
                 self.ys.extend(ay.bilinear());
@@ -267,13 +307,35 @@ impl Resizer {
             src.len() >= stride * (self.src_h as usize - 1) + 3 * self.src_w as usize,
             "source too short"
         );
-        self.fill_from(&convert::Packed::<{ convert::RGB }> { data: src, stride }, out);
+        let src = convert::Packed::<{ convert::RGB }> { data: src, stride };
+        // An image file: its scratch buffers are made here (the camera path keeps its own).
+        self.fill_with(&src, &mut AaScratch::default(), out);
+    }
+
+    /// [`Resizer::fill_from`], or the antialiased fill with `aa` as its buffers.
+    pub(crate) fn fill_with<S: PixelSource>(&self, src: &S, aa: &mut AaScratch, out: &mut [f32]) {
+        if self.antialias { self.fill_aa(src, aa, out) } else { self.fill_from(src, out) }
+    }
+
+    /// Pillow's antialiased resize of the region (RGB8 taps from `src`), then channel order
+    /// and normalization of each 8-bit result.
+    fn fill_aa<S: PixelSource>(&self, src: &S, aa: &mut AaScratch, out: &mut [f32]) {
+        let (r_plane, g_plane, b_plane) = self.planes(out);
+        let size = self.size as usize;
+        antialias::resample(src, &self.aa_x, &self.aa_y, aa, |oy, row| {
+            let base = oy * size;
+            for (ox, px) in row.chunks_exact(3).enumerate() {
+                [r_plane[base + ox], g_plane[base + ox], b_plane[base + ox]] =
+                    self.normalize([px[0] as f32, px[1] as f32, px[2] as f32]);
+            }
+        });
     }
 
     /// The fused loop: for each output pixel, four taps from `src` as RGB8, bilinear
     /// interpolation, channel order and normalization. `src` must cover the source size
     /// (validated frames do); the taps never leave the region.
     pub(crate) fn fill_from<S: PixelSource>(&self, src: &S, out: &mut [f32]) {
+        debug_assert!(!self.antialias, "the antialiased fill needs its scratch: fill_with");
         if self.filter == Resample::Bicubic {
             return self.fill_cubic(src, out);
         }
@@ -460,8 +522,21 @@ impl Axis {
     }
 }
 
-fn yuv<S: YuvSource>(r: &Resizer, src: &S, fast: bool, scratch: &mut YuvTaps, out: &mut [f32]) {
-    if fast { r.fill_yuv(src, scratch, out) } else { r.fill_from(src, out) }
+fn yuv<S: YuvSource>(r: &Resizer, src: &S, fast: bool, scratch: &mut Scratch, out: &mut [f32]) {
+    if r.antialias {
+        r.fill_aa(src, &mut scratch.aa, out)
+    } else if fast {
+        r.fill_yuv(src, &mut scratch.yuv, out)
+    } else {
+        r.fill_from(src, out)
+    }
+}
+
+/// The per-frame buffers of a [`FramePreprocessor`], sized once for the largest frame.
+#[derive(Debug)]
+struct Scratch {
+    yuv: YuvTaps,
+    aa: AaScratch,
 }
 
 /// Frames of any [`PixelFormat`] to the input tensor, with every buffer allocated up front:
@@ -475,7 +550,7 @@ pub struct FramePreprocessor {
     max_width: u32,
     max_height: u32,
     jpeg: JpegScratch,
-    yuv: YuvTaps,
+    scratch: Scratch,
     kernel: Kernel,
 }
 
@@ -489,14 +564,20 @@ impl FramePreprocessor {
     /// If `size` is zero.
     pub fn new(pre: &Preprocess, size: u32, roi: Option<Roi>, max_width: u32, max_height: u32) -> Self {
         let (max_width, max_height) = (max_width.min(MAX_SIDE), max_height.min(MAX_SIDE));
+        let mut resizer = Resizer::new(1, 1, size, pre);
+        resizer.reserve(max_width, max_height);
+        let mut aa = AaScratch::default();
+        if resizer.antialiased() {
+            aa.reserve(max_width, max_height, size);
+        }
         FramePreprocessor {
-            resizer: Resizer::new(1, 1, size, pre),
+            resizer,
             roi,
             prepared: None,
             max_width,
             max_height,
             jpeg: JpegScratch::new(max_width, max_height),
-            yuv: YuvTaps::new(size as usize),
+            scratch: Scratch { yuv: YuvTaps::new(size as usize), aa },
             kernel: Kernel::Fast,
         }
     }
@@ -537,19 +618,30 @@ impl FramePreprocessor {
         let r = &self.resizer;
         let fast = self.kernel == Kernel::Fast;
         match frame.format {
-            PixelFormat::Yuyv => yuv(r, &convert::Yuv422::<false> { data, stride }, fast, &mut self.yuv, out),
-            PixelFormat::Uyvy => yuv(r, &convert::Yuv422::<true> { data, stride }, fast, &mut self.yuv, out),
+            PixelFormat::Yuyv => {
+                yuv(r, &convert::Yuv422::<false> { data, stride }, fast, &mut self.scratch, out)
+            }
+            PixelFormat::Uyvy => {
+                yuv(r, &convert::Yuv422::<true> { data, stride }, fast, &mut self.scratch, out)
+            }
             PixelFormat::Nv12 => {
                 // Validation guarantees `stride * h` luma bytes and the chroma rows after them.
                 let (luma, chroma) = data.split_at(stride * h as usize);
-                yuv(r, &convert::Nv12 { luma, chroma, stride }, fast, &mut self.yuv, out)
+                yuv(r, &convert::Nv12 { luma, chroma, stride }, fast, &mut self.scratch, out)
             }
-            PixelFormat::Rgb24 => r.fill_from(&convert::Packed::<{ convert::RGB }> { data, stride }, out),
-            PixelFormat::Bgr24 => r.fill_from(&convert::Packed::<{ convert::BGR }> { data, stride }, out),
-            PixelFormat::Grey => r.fill_from(&convert::Packed::<{ convert::GREY }> { data, stride }, out),
+            PixelFormat::Rgb24 => {
+                r.fill_with(&convert::Packed::<{ convert::RGB }> { data, stride }, &mut self.scratch.aa, out)
+            }
+            PixelFormat::Bgr24 => {
+                r.fill_with(&convert::Packed::<{ convert::BGR }> { data, stride }, &mut self.scratch.aa, out)
+            }
+            PixelFormat::Grey => {
+                r.fill_with(&convert::Packed::<{ convert::GREY }> { data, stride }, &mut self.scratch.aa, out)
+            }
             PixelFormat::Mjpeg => {
                 let rgb = self.jpeg.decode(data, w, h)?;
-                r.fill_from(&convert::Packed::<{ convert::RGB }> { data: rgb, stride: 3 * w as usize }, out)
+                let src = convert::Packed::<{ convert::RGB }> { data: rgb, stride: 3 * w as usize };
+                r.fill_with(&src, &mut self.scratch.aa, out)
             }
         }
         Ok(())

@@ -92,10 +92,15 @@ fn runtime_per_frame_code_does_not_allocate() {
         (crop.clone(), Some(Roi { x: 16, y: 8, width: 600, height: 400 })),
         (cubic, None),
         (
-            Preprocess { resample: Resample::Bicubic, ..crop },
+            Preprocess { resample: Resample::Bicubic, ..crop.clone() },
             Some(Roi { x: 16, y: 8, width: 600, height: 400 }),
         ),
         (nearest, None),
+        (Preprocess { antialias: true, ..Preprocess::bit_default(224) }, None),
+        (
+            Preprocess { antialias: true, resample: Resample::Bicubic, ..crop.clone() },
+            Some(Roi { x: 16, y: 8, width: 600, height: 400 }),
+        ),
     ];
     for (pre, roi) in configs {
         let mut p = FramePreprocessor::new(&pre, 224, roi, 1280, 720);

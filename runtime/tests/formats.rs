@@ -57,8 +57,15 @@ fn fused_with(kernel: Kernel, frame: &Frame, roi: Option<Roi>, size: u32, pre: &
 /// bicubic weights have negative lobes, and a one-step difference per tap can add up to the
 /// kernel's L1 norm squared: at most (9/16 + 9/16 + 1/16 + 1/16)^2 = 1.5625 steps for Keys
 /// a = -0.5 (the resampling itself adds nothing: RGB formats agree to f32 rounding).
+///
+/// Antialiased, the resize rounds to 8 bits after each pass (as Pillow does). A one-step
+/// source difference stays within one step through a pass of positive weights summing to 1
+/// (rounding is monotone), so bilinear keeps one step; bicubic's stretched Keys kernel has an
+/// L1 norm of at most 1.25 per pass (its 4-tap value above is the product of two passes),
+/// so one step becomes at most 2 after the horizontal pass and 3 after the vertical one.
 fn tolerance(format: PixelFormat, pre: &Preprocess) -> f32 {
     let yuv_step = match pre.resample {
+        Resample::Bicubic if pre.antialiased() => 3.0,
         Resample::Bicubic => 1.5625,
         Resample::Bilinear | Resample::Nearest => 1.0,
     };
@@ -101,6 +108,9 @@ fn every_format_matches_the_plain_reference() {
     };
     let cubic_bgr = Preprocess { resample: Resample::Bicubic, ..bgr.clone() };
     let nearest = Preprocess { resample: Resample::Nearest, ..crop.clone() };
+    let aa = Preprocess { antialias: true, ..Preprocess::bit_default(224) };
+    let aa_cubic = Preprocess { antialias: true, ..cubic.clone() };
+    let aa_bgr = Preprocess { antialias: true, ..bgr.clone() };
     let case = |name, pre: &Preprocess, frame: (usize, usize), size, roi, padded| Case {
         name,
         pre: pre.clone(),
@@ -123,6 +133,11 @@ fn every_format_matches_the_plain_reference() {
         case("bicubic upscale 18x10 -> 32", &cubic_bgr, (18, 10), 32, None, true),
         case("bicubic 2x2 -> 8", &cubic, (2, 2), 8, None, false),
         case("nearest crop", &nearest, (160, 120), 64, roi(10, 11, 101, 77), false),
+        case("antialiased 640x480 squash", &aa, (640, 480), 224, None, false),
+        case("antialiased bicubic 1280x720 crop, CLIP", &aa_cubic, (1280, 720), 224, None, false),
+        case("antialiased roi, bgr", &aa_bgr, (320, 240), 96, roi(37, 20, 200, 150), true),
+        case("antialiased roi + crop", &aa_cubic, (160, 120), 64, roi(10, 11, 101, 77), false),
+        case("antialiased upscale 18x10 -> 32", &aa_cubic, (18, 10), 32, None, true),
     ];
     for Case { name, pre, frame: (w, h), size, roi, padded } in cases {
         for format in PixelFormat::ALL {

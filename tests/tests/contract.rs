@@ -14,6 +14,13 @@
 //! geometry), 640x480 (long side 341.33 -> 341, odd margin 117) and 333x250 (short side
 //! upscaled to 256, long side 340.99 -> 340): the runtime's one-pass centre crop must
 //! reproduce the two steps' rounding.
+//!
+//! Antialiased contracts (transformers, timm) have their own plain reference, Pillow's
+//! `Image.resize` from its definition: the filter stretched by the downscale factor
+//! (`max(scale, 1)`), every source pixel whose centre lies within its support weighted,
+//! pixels outside the image dropped and the weights renormalized, the horizontal pass
+//! rounded to 8 bits before the vertical one; all in f64 (the runtime uses Pillow's 22-bit
+//! fixed point, and `runtime/tests/pillow.rs` checks it against Pillow's own output).
 
 use std::path::{Path, PathBuf};
 
@@ -68,19 +75,51 @@ fn axis(n_in: usize, n_out: usize, filter: Resample) -> Vec<Vec<(usize, f64)>> {
         .collect()
 }
 
+/// The filter of `resample` and its support at scale 1.
+fn kernel(filter: Resample) -> (f64, fn(f64) -> f64) {
+    match filter {
+        Resample::Bilinear => (1.0, |d: f64| (1.0 - d.abs()).max(0.0)),
+        _ => (2.0, |d: f64| {
+            let (a, d) = (-0.5, d.abs());
+            if d < 1.0 {
+                (a + 2.0) * d.powi(3) - (a + 3.0) * d * d + 1.0
+            } else if d < 2.0 {
+                a * d.powi(3) - 5.0 * a * d * d + 8.0 * a * d - 4.0 * a
+            } else {
+                0.0
+            }
+        }),
+    }
+}
+
+/// One axis of Pillow's antialiased resize: the pixels whose centres lie within the
+/// stretched support of each output centre, weights normalized to sum to 1.
+fn axis_antialiased(n_in: usize, n_out: usize, filter: Resample) -> Vec<Vec<(usize, f64)>> {
+    let scale = n_in as f64 / n_out as f64;
+    let stretch = scale.max(1.0);
+    let (support, k) = kernel(filter);
+    (0..n_out)
+        .map(|o| {
+            let centre = (o as f64 + 0.5) * scale;
+            let taps: Vec<(usize, f64)> = (0..n_in)
+                .map(|i| (i, (i as f64 + 0.5 - centre) / stretch))
+                .filter(|&(_, d)| d.abs() < support)
+                .map(|(i, d)| (i, k(d)))
+                .collect();
+            let sum: f64 = taps.iter().map(|t| t.1).sum();
+            taps.into_iter().map(|(i, w)| (i, w / sum)).collect()
+        })
+        .collect()
+}
+
 /// The plain contract: returns the NCHW tensor of `img` under `pre` at `pre.input_size`.
 fn reference(img: &image::RgbImage, pre: &Preprocess) -> Vec<f32> {
+    if pre.antialiased() {
+        return reference_antialiased(img, pre);
+    }
     let (w, h) = (img.width() as usize, img.height() as usize);
     let c = pre.input_size as usize;
-    // Resized size and crop offset.
-    let (rw, rh) = match pre.resize {
-        ResizeMode::Squash => (c, c),
-        ResizeMode::CenterCrop { crop_fraction } => {
-            let s = (c as f64 / crop_fraction as f64).round() as usize;
-            if w <= h { (s, s * h / w) } else { (s * w / h, s) }
-        }
-    };
-    let (left, top) = ((rw - c) / 2, (rh - c) / 2);
+    let ((rw, rh), (left, top)) = geometry(w, h, pre);
     let (xs, ys) = (axis(w, rw, pre.resample), axis(h, rh, pre.resample));
     let px = |x: usize, y: usize, ch: usize| img.get_pixel(x as u32, y as u32)[ch] as f64;
     let order = match pre.channel_order {
@@ -100,6 +139,53 @@ fn reference(img: &image::RgbImage, pre: &Preprocess) -> Vec<f32> {
                 let byte = v.round().clamp(0.0, 255.0);
                 out[t * c * c + oy * c + ox] =
                     ((byte / 255.0 - pre.mean[t] as f64) / pre.std[t] as f64) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// The resized size and crop offset of a `w` x `h` image under `pre`.
+fn geometry(w: usize, h: usize, pre: &Preprocess) -> ((usize, usize), (usize, usize)) {
+    let c = pre.input_size as usize;
+    let (rw, rh) = match pre.resize {
+        ResizeMode::Squash => (c, c),
+        ResizeMode::CenterCrop { crop_fraction } => {
+            let s = (c as f64 / crop_fraction as f64).round() as usize;
+            if w <= h { (s, s * h / w) } else { (s * w / h, s) }
+        }
+    };
+    ((rw, rh), ((rw - c) / 2, (rh - c) / 2))
+}
+
+/// [`reference`] for antialiased contracts: Pillow's two passes, each rounded to 8 bits.
+fn reference_antialiased(img: &image::RgbImage, pre: &Preprocess) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let c = pre.input_size as usize;
+    let ((rw, rh), (left, top)) = geometry(w, h, pre);
+    let (xs, ys) = (axis_antialiased(w, rw, pre.resample), axis_antialiased(h, rh, pre.resample));
+    let round8 = |v: f64| v.round().clamp(0.0, 255.0);
+    // Horizontal pass over every source row, the crop's columns only.
+    let mut mid = vec![[0f64; 3]; c * h];
+    for y in 0..h {
+        for ox in 0..c {
+            for (ch, m) in mid[y * c + ox].iter_mut().enumerate() {
+                let px = |x: usize| img.get_pixel(x as u32, y as u32)[ch] as f64;
+                *m = round8(xs[ox + left].iter().map(|&(x, wx)| px(x) * wx).sum());
+            }
+        }
+    }
+    let order = match pre.channel_order {
+        ChannelOrder::Rgb => [0, 1, 2],
+        ChannelOrder::Bgr => [2, 1, 0],
+    };
+    let mut out = vec![0f32; 3 * c * c];
+    for (t, &ch) in order.iter().enumerate() {
+        for oy in 0..c {
+            for ox in 0..c {
+                let v: f64 = ys[oy + top].iter().map(|&(y, wy)| mid[y * c + ox][ch] * wy).sum();
+                out[t * c * c + oy * c + ox] =
+                    ((round8(v) / 255.0 - pre.mean[t] as f64) / pre.std[t] as f64) as f32;
             }
         }
     }
@@ -127,8 +213,15 @@ fn check(checkpoint: &Path, out: &Path, options: &ImportOptions, expected: &Prep
     let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
     assert!(close(got.mean, expected.mean) && close(got.std, expected.std), "{got:?} vs {expected:?}");
     assert_eq!(
-        (got.input_size, got.channel_order, got.resize, got.resample, &got.source),
-        (expected.input_size, expected.channel_order, expected.resize, expected.resample, &expected.source)
+        (got.input_size, got.channel_order, got.resize, got.resample, got.antialias, &got.source),
+        (
+            expected.input_size,
+            expected.channel_order,
+            expected.resize,
+            expected.resample,
+            expected.antialias,
+            &expected.source
+        )
     );
     let model = Model::load(out, &LoadOptions::default()).unwrap();
     let mut classifier = Classifier::new(out, &ClassifierConfig::default()).unwrap();
@@ -139,11 +232,13 @@ fn check(checkpoint: &Path, out: &Path, options: &ImportOptions, expected: &Prep
         let image_path = model.tensor_for_image(&img);
         let d = max_lsb(&image_path, &want, got);
         println!("{source}: {w}x{h} image path vs plain reference: {d:.3} steps");
-        assert!(d <= 1.0, "{source}, {w}x{h}: image path differs by {d} steps");
+        // One step, plus the f32 rounding of the normalization (a byte that rounds the other
+        // way is exactly one step off before it).
+        assert!(d <= 1.0 + 1e-3, "{source}, {w}x{h}: image path differs by {d} steps");
         classifier.classify(&Frame::new(img.as_raw(), PixelFormat::Rgb24, w, h)).unwrap();
         let d = max_lsb(classifier.input(), &want, got);
         println!("{source}: {w}x{h} RGB24 frame path vs plain reference: {d:.3} steps");
-        assert!(d <= 1.0, "{source}, {w}x{h}: frame path differs by {d} steps");
+        assert!(d <= 1.0 + 1e-3, "{source}, {w}x{h}: frame path differs by {d} steps");
     }
     out.to_owned()
 }
@@ -178,6 +273,7 @@ fn transformers_directory_gets_its_preprocessor_config() {
         std: CLIP_STD,
         resize: ResizeMode::CenterCrop { crop_fraction: 224.0 / 256.0 },
         resample: Resample::Bicubic,
+        antialias: true,
         ..Preprocess::bit_default(224)
     }
     .with_source("preprocessor_config.json");
@@ -215,6 +311,7 @@ fn timm_gets_its_pretrained_cfg_or_timm_defaults() {
     let expected = Preprocess {
         resize: ResizeMode::CenterCrop { crop_fraction: 0.875 },
         resample: Resample::Bicubic,
+        antialias: true,
         ..Preprocess::bit_default(224)
     }
     .with_source("timm pretrained_cfg");
@@ -224,6 +321,7 @@ fn timm_gets_its_pretrained_cfg_or_timm_defaults() {
     std::fs::remove_file(timm.join("config.json")).unwrap();
     let expected = Preprocess {
         resize: ResizeMode::CenterCrop { crop_fraction: 0.875 },
+        antialias: true,
         ..Preprocess::bit_default(224)
     }
     .with_source("timm default for resnetv2_*_bit.goog_in21k (no pretrained_cfg in config.json)");
@@ -243,6 +341,7 @@ fn command_line_overrides_every_field() {
         crop_fraction: Some(0.625),
         resample: Some(Resample::Bicubic),
         channel_order: Some(ChannelOrder::Bgr),
+        antialias: Some(true),
     };
     let expected = Preprocess {
         input_size: 160,
@@ -251,8 +350,9 @@ fn command_line_overrides_every_field() {
         std: [0.229, 0.224, 0.225],
         resize: ResizeMode::CenterCrop { crop_fraction: 0.625 },
         resample: Resample::Bicubic,
+        antialias: true,
         source: Some(
-            "npz default + command line (--input-size, --mean, --std, --resize, --crop-fraction, --resample, --channel-order)"
+            "npz default + command line (--input-size, --mean, --std, --resize, --crop-fraction, --resample, --channel-order, --antialias)"
                 .into(),
         ),
     };

@@ -2,15 +2,30 @@
 //!
 //! | source | contract | `source` recorded |
 //! |---|---|---|
-//! | official `.npz`, big_transfer PyTorch | BiT's: RGB, `x/127.5-1`, squash, bilinear, 224 | `npz default` / `bit_pytorch default` |
-//! | transformers directory with `preprocessor_config.json` | that file (BitImageProcessor semantics) | `preprocessor_config.json` |
-//! | transformers directory without it | BiT's (the google/bit-* weights are BiT's; BitImageProcessor's class defaults are CLIP's, not BiT's) | `transformers without preprocessor_config.json: BiT default` |
-//! | timm with `config.json` holding `pretrained_cfg` | that config (timm's eval transform) | `timm pretrained_cfg` |
-//! | timm without it | timm's registered BiT config (see [`timm_bit_default`]) | `timm default ...` |
+//! | official `.npz` | BiT's: RGB, `x/127.5-1`, squash, bilinear, 224, not antialiased | `npz default` |
+//! | big_transfer PyTorch | BiT's, antialiased | `bit_pytorch default` |
+//! | transformers directory with `preprocessor_config.json` | that file (BitImageProcessor semantics), antialiased | `preprocessor_config.json` |
+//! | transformers directory without it | BiT's (the google/bit-* weights are BiT's; BitImageProcessor's class defaults are CLIP's, not BiT's), not antialiased | `transformers without preprocessor_config.json: BiT default` |
+//! | timm with `config.json` holding `pretrained_cfg` | that config (timm's eval transform), antialiased | `timm pretrained_cfg` |
+//! | timm without it | timm's registered BiT config (see [`timm_bit_default`]), antialiased | `timm default ...` |
 //! | `--contract FILE` | that file: a `preprocessor_config.json`, a timm `config.json` / `pretrained_cfg`, or a `bit.preprocess` JSON | the kind and file name |
 //!
 //! Command-line flags ([`Overrides`]) then replace single fields; the source gains
 //! `+ command line (--flag, ...)`.
+//!
+//! Antialiasing ([`Preprocess::antialias`]) follows how each source resizes its images:
+//! - BiT's own input pipeline is TensorFlow's: `tf.image.resize` (bilinear) whose
+//!   `antialias` argument defaults to `False`, so the official weights and the transformers
+//!   conversion of them (google/bit-*, no preprocessor file) read a fixed 2x2 footprint.
+//! - transformers' BitImageProcessor resizes with `PIL.Image.resize` (`resize` in
+//!   `image_transforms.py`; the `BitImageProcessorPil` backend), which antialiases.
+//! - timm's eval transform is torchvision's `Resize` on PIL images, i.e. `PIL.Image.resize`
+//!   (and torchvision's tensor resize antialiases by default since 0.17 too).
+//! - big_transfer's PyTorch fine-tuning (`bit_pytorch/train.py`) evaluates with
+//!   torchvision's `Resize((crop, crop))` on PIL images: Pillow's bilinear, antialiased, on a
+//!   squash; a `.pth` with that layout is such a fine-tune (the pretrained ones are `.npz`).
+//! - An ONNX export without a contract gets BiT's, not antialiased; `--antialias on`
+//!   says otherwise.
 //!
 //! "Resize the shortest edge to S, then crop C x C from the centre" (transformers, and timm
 //! with `S = floor(C / crop_pct)`) is [`ResizeMode::CenterCrop`] with `crop_fraction = C / S`:
@@ -74,6 +89,8 @@ pub struct Overrides {
     pub resample: Option<Resample>,
     /// `--channel-order rgb|bgr`.
     pub channel_order: Option<ChannelOrder>,
+    /// `--antialias on|off`.
+    pub antialias: Option<bool>,
 }
 
 impl Overrides {
@@ -87,6 +104,7 @@ impl Overrides {
             (self.crop_fraction.is_some(), "--crop-fraction"),
             (self.resample.is_some(), "--resample"),
             (self.channel_order.is_some(), "--channel-order"),
+            (self.antialias.is_some(), "--antialias"),
         ]
         .into_iter()
         .filter_map(|(set, flag)| set.then_some(flag))
@@ -113,6 +131,9 @@ impl Overrides {
         }
         if let Some(resample) = self.resample {
             pre.resample = resample;
+        }
+        if let Some(antialias) = self.antialias {
+            pre.antialias = antialias;
         }
         pre.resize = match (self.resize, self.crop_fraction, pre.resize) {
             (Some(ResizeKind::Squash), Some(f), _) => {
@@ -157,7 +178,8 @@ pub fn for_checkpoint(
         if path.is_dir() { path.to_owned() } else { path.parent().unwrap_or(Path::new(".")).to_owned() };
     match layout {
         Layout::Npz => Ok(Preprocess::bit_default(224).with_source("npz default")),
-        Layout::BitPytorch => Ok(Preprocess::bit_default(224).with_source("bit_pytorch default")),
+        Layout::BitPytorch => Ok(Preprocess { antialias: true, ..Preprocess::bit_default(224) }
+            .with_source("bit_pytorch default (torchvision Resize on PIL images: antialiased)")),
         Layout::Transformers => {
             let config = dir.join("preprocessor_config.json");
             if config.is_file() {
@@ -191,7 +213,7 @@ pub fn for_checkpoint(
 pub fn timm_bit_default(classes: usize) -> Preprocess {
     let (size, crop_pct, tag) =
         if classes == 1000 { (448, 1.0, "goog_in21k_ft_in1k") } else { (224, 0.875, "goog_in21k") };
-    Preprocess { resize: timm_crop(size, crop_pct), ..Preprocess::bit_default(size) }
+    Preprocess { resize: timm_crop(size, crop_pct), antialias: true, ..Preprocess::bit_default(size) }
         .with_source(format!("timm default for resnetv2_*_bit.{tag} (no pretrained_cfg in config.json)"))
 }
 
@@ -421,6 +443,8 @@ pub fn from_preprocessor_config(path: &Path, json: &Value) -> Result<Preprocess,
         std: std.map(|s| (s as f64 / k) as f32),
         resize,
         resample,
+        // BitImageProcessor resizes with PIL.Image.resize.
+        antialias: true,
         source: None,
     };
     pre.validate().map_err(|e| f.err("", e))?;
@@ -482,6 +506,8 @@ pub fn from_pretrained_cfg(path: &Path, prefix: &str, cfg: &Value) -> Result<Pre
         std: f.triplet("std", [0.5; 3])?,
         resize,
         resample,
+        // timm's eval transform: torchvision's Resize on PIL images.
+        antialias: true,
         source: None,
     };
     pre.validate().map_err(|e| f.err("", e))?;
@@ -511,6 +537,7 @@ mod tests {
         assert_eq!(pre.resample, Resample::Bicubic);
         assert!((pre.mean[0] - CLIP_MEAN[0]).abs() < 1e-7 && (pre.std[2] - CLIP_STD[2]).abs() < 1e-7);
         assert_eq!(pre.source.as_deref(), Some("preprocessor_config.json"));
+        assert!(pre.antialias, "BitImageProcessor resizes with PIL");
         // Defaults are BitImageProcessor's.
         let d = from_preprocessor_config(p(), &json!({})).unwrap();
         assert_eq!(
@@ -572,6 +599,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pre.resize, ResizeMode::CenterCrop { crop_fraction: 0.875 });
+        assert!(pre.antialias, "timm resizes PIL images");
         // timm resizes to floor(288 / 0.9) = 320, then crops 288: 0.9.
         let pre =
             from_pretrained_cfg(Path::new("c"), "", &json!({"input_size": [3, 288, 288], "crop_pct": 0.9}))
@@ -582,7 +610,7 @@ mod tests {
             (d.input_size, d.resize, d.mean),
             (448, ResizeMode::CenterCrop { crop_fraction: 1.0 }, [0.5; 3])
         );
-        assert!(d.source.unwrap().contains("goog_in21k_ft_in1k"));
+        assert!(d.antialias && d.source.unwrap().contains("goog_in21k_ft_in1k"));
     }
 
     #[test]
@@ -591,6 +619,9 @@ mod tests {
         let pre = o.apply(Preprocess::bit_default(224).with_source("npz default")).unwrap();
         assert_eq!((pre.mean, pre.resize), ([0.1, 0.2, 0.3], ResizeMode::CenterCrop { crop_fraction: 0.5 }));
         assert_eq!(pre.source.as_deref(), Some("npz default + command line (--mean, --crop-fraction)"));
+        assert!(!pre.antialias, "BiT's TensorFlow pipeline does not antialias");
+        let on = Overrides { antialias: Some(true), ..Default::default() }.apply(pre).unwrap();
+        assert!(on.antialias && on.source.unwrap().ends_with("--antialias)"));
         let e = Overrides { resize: Some(ResizeKind::Crop), ..Default::default() }
             .apply(Preprocess::bit_default(224));
         assert!(e.unwrap_err().contains("--crop-fraction"));

@@ -84,6 +84,11 @@ enum Command {
         /// Contract: rgb or bgr.
         #[arg(long, value_parser = parse_channel_order)]
         channel_order: Option<bit_runtime::contract::ChannelOrder>,
+        /// Contract: on (resize as Pillow's Image.resize: the filter widens with the
+        /// downscale, what transformers, timm and torchvision fine-tunes saw) or off (a fixed
+        /// footprint, as BiT's TensorFlow pipeline). Default: from the checkpoint's source.
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        antialias: Option<bool>,
     },
     /// Quantize a float model to int8 (QLinearConv on tract's integer kernels), calibrating
     /// on a directory of images.
@@ -339,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             crop_fraction,
             resample,
             channel_order,
+            antialias,
         } => {
             let labels = labels.map(|p| bit_runtime::read_labels(&p)).transpose()?;
             let start = Instant::now();
@@ -347,8 +353,16 @@ fn run(cli: Cli) -> Result<()> {
                 "bit" => ContractChoice::BitDefault,
                 file => ContractChoice::File(PathBuf::from(file)),
             };
-            let overrides =
-                Overrides { input_size, mean, std, resize, crop_fraction, resample, channel_order };
+            let overrides = Overrides {
+                input_size,
+                mean,
+                std,
+                resize,
+                crop_fraction,
+                resample,
+                channel_order,
+                antialias,
+            };
             let options = ImportOptions { labels, contract, overrides };
             let mut inputs = vec![checkpoint.as_path()];
             if let ContractChoice::File(file) = &options.contract {
@@ -616,6 +630,7 @@ fn info(model: &Path) -> Result<()> {
         }
     };
     println!("preprocessing contract ({source}):");
+    println!("  resampling: {}", info.preprocess.describe_resampling());
     println!("  {}", serde_json::to_string_pretty(&info.preprocess)?.replace('\n', "\n  "));
     if let Some(arch) = &info.architecture {
         println!("architecture:\n  {}", serde_json::to_string_pretty(arch)?.replace('\n', "\n  "));
@@ -691,6 +706,14 @@ fn parse_resample(s: &str) -> Result<Resample, String> {
         "bicubic" => Ok(Resample::Bicubic),
         "nearest" => Ok(Resample::Nearest),
         _ => Err(format!("'{s}': expected bilinear, bicubic or nearest")),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}': expected on or off")),
     }
 }
 
