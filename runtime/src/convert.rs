@@ -30,6 +30,12 @@ fn clamp8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
+/// An RGB pixel as the word the antialiased resize reads: `r | g << 8 | b << 16`.
+#[inline(always)]
+pub(crate) fn rgbx([r, g, b]: [u8; 3]) -> u32 {
+    u32::from_le_bytes([r, g, b, 0])
+}
+
 /// A frame readable one pixel at a time. `row` is called twice per output row, `rgb` four
 /// times per output pixel; both must be cheap and are inlined into the resize loop.
 pub(crate) trait PixelSource {
@@ -41,6 +47,16 @@ pub(crate) trait PixelSource {
     fn row(&self, y: u32) -> Self::Row<'_>;
     /// Pixel `x` of a row as R, G, B.
     fn rgb(row: Self::Row<'_>, x: u32) -> [u8; 3];
+    /// Pixels `x0..x1` of a row as [`rgbx`] words into `out[..x1 - x0]`: the whole-row
+    /// conversion of the antialiased resize, which reads every source pixel. The formats
+    /// override it with a loop over their own layout (pixel pairs for 4:2:2 and NV12) that
+    /// the compiler vectorizes; the values are [`PixelSource::rgb`]'s.
+    #[inline(always)]
+    fn rgbx_row(row: Self::Row<'_>, x0: u32, x1: u32, out: &mut [u32]) {
+        for (x, o) in (x0..x1).zip(out) {
+            *o = rgbx(Self::rgb(row, x));
+        }
+    }
 }
 
 /// A YUV frame: the fast path gathers raw Y, U, V per tap and converts many pixels at once.
@@ -80,6 +96,21 @@ impl<const KIND: u8> PixelSource for Packed<'_, KIND> {
             _ => [row[x]; 3],
         }
     }
+
+    #[inline(always)]
+    fn rgbx_row(row: &[u8], x0: u32, x1: u32, out: &mut [u32]) {
+        let (a, b) = (x0 as usize, x1 as usize);
+        let out = &mut out[..b - a];
+        match KIND {
+            RGB => {
+                row[3 * a..3 * b].chunks_exact(3).zip(out).for_each(|(p, o)| *o = rgbx([p[0], p[1], p[2]]))
+            }
+            BGR => {
+                row[3 * a..3 * b].chunks_exact(3).zip(out).for_each(|(p, o)| *o = rgbx([p[2], p[1], p[0]]))
+            }
+            _ => row[a..b].iter().zip(out).for_each(|(&g, o)| *o = g as u32 * 0x01_01_01),
+        }
+    }
 }
 
 /// Packed 4:2:2: `Y0 U Y1 V` (`UYVY == false`) or `U Y0 V Y1`.
@@ -103,6 +134,15 @@ impl<const UYVY: bool> PixelSource for Yuv422<'_, UYVY> {
     fn rgb(row: &[u8], x: u32) -> [u8; 3] {
         let [y, u, v] = Self::yuv(row, x);
         yuv_to_rgb(y, u, v)
+    }
+
+    #[inline(always)]
+    fn rgbx_row(row: &[u8], x0: u32, x1: u32, out: &mut [u32]) {
+        let (_, x, n, _) = pair_span(x0, x1);
+        let pairs = row[2 * x..2 * x + 4 * n]
+            .chunks_exact(4)
+            .map(|q| if UYVY { (q[1], q[3], q[0], q[2]) } else { (q[0], q[2], q[1], q[3]) });
+        yuv_pairs(x0, x1, out, |x| Self::rgb(row, x), pairs)
     }
 }
 
@@ -137,6 +177,53 @@ impl PixelSource for Nv12<'_> {
     fn rgb(row: (&[u8], &[u8]), x: u32) -> [u8; 3] {
         let [y, u, v] = Self::yuv(row, x);
         yuv_to_rgb(y, u, v)
+    }
+
+    #[inline(always)]
+    fn rgbx_row((luma, chroma): (&[u8], &[u8]), x0: u32, x1: u32, out: &mut [u32]) {
+        let (_, x, n, _) = pair_span(x0, x1);
+        let pairs = luma[x..x + 2 * n]
+            .chunks_exact(2)
+            .zip(chroma[x..x + 2 * n].chunks_exact(2))
+            .map(|(l, c)| (l[0], l[1], c[0], c[1]));
+        yuv_pairs(x0, x1, out, |x| Self::rgb((luma, chroma), x), pairs)
+    }
+}
+
+/// How a row's pixels `x0..x1` split into whole pixel pairs (one chroma sample each):
+/// whether a lone pixel comes first, the first pixel of the first whole pair, the number of
+/// pairs, and whether a lone pixel ends the range.
+#[inline(always)]
+fn pair_span(x0: u32, x1: u32) -> (bool, usize, usize, bool) {
+    let (x0, x1) = (x0 as usize, x1 as usize);
+    let lead = x0 & 1 == 1 && x0 < x1;
+    let x = x0 + lead as usize;
+    let pairs = (x1 - x) / 2;
+    (lead, x, pairs, x + 2 * pairs < x1)
+}
+
+/// The pairs of a 4:2:2 or 4:2:0 row (`(y0, y1, u, v)` each) into `out`, two words a pair;
+/// a lone pixel before or after the pairs is converted by `single` at `x0` or `x1 - 1`.
+#[inline(always)]
+fn yuv_pairs(
+    x0: u32,
+    x1: u32,
+    out: &mut [u32],
+    single: impl Fn(u32) -> [u8; 3],
+    pairs: impl Iterator<Item = (u8, u8, u8, u8)>,
+) {
+    let (lead, _, n, trail) = pair_span(x0, x1);
+    let out = &mut out[..(x1 - x0) as usize];
+    let o = lead as usize;
+    if lead {
+        out[0] = rgbx(single(x0));
+    }
+    for ((y0, y1, u, v), d) in pairs.zip(out[o..o + 2 * n].chunks_exact_mut(2)) {
+        d[0] = rgbx(yuv_to_rgb(y0, u, v));
+        d[1] = rgbx(yuv_to_rgb(y1, u, v));
+    }
+    if trail {
+        out[o + 2 * n] = rgbx(single(x1 - 1));
     }
 }
 
@@ -379,5 +466,36 @@ mod tests {
         assert!(!frame_to_rgb8(&mj, &mut out).unwrap());
         let short = crate::Frame::new(&data[..10], crate::PixelFormat::Yuyv, 4, 2);
         assert!(frame_to_rgb8(&short, &mut out).is_err());
+    }
+
+    /// Every source's whole-row conversion against its per-pixel one, on every sub-range of
+    /// a row (odd and even ends, lone pixels of a cut pair, empty ranges).
+    #[test]
+    fn row_conversion_equals_the_per_pixel_conversion() {
+        fn check<S: PixelSource>(src: &S, w: u32, name: &str) {
+            let mut out = vec![0u32; w as usize];
+            for x0 in 0..=w {
+                for x1 in x0..=w {
+                    S::rgbx_row(src.row(1), x0, x1, &mut out);
+                    for x in x0..x1 {
+                        assert_eq!(
+                            out[(x - x0) as usize],
+                            rgbx(S::rgb(src.row(1), x)),
+                            "{name} {x0}..{x1} at {x}"
+                        );
+                    }
+                }
+            }
+        }
+        let w = 10u32;
+        let stride = 4 * w as usize + 3;
+        let data: Vec<u8> = (0..3 * stride).map(|i| (i * 73 % 256) as u8).collect();
+        check(&Packed::<RGB> { data: &data, stride }, w, "rgb");
+        check(&Packed::<BGR> { data: &data, stride }, w, "bgr");
+        check(&Packed::<GREY> { data: &data, stride }, w, "grey");
+        check(&Yuv422::<false> { data: &data, stride }, w, "yuyv");
+        check(&Yuv422::<true> { data: &data, stride }, w, "uyvy");
+        let (luma, chroma) = data.split_at(stride);
+        check(&Nv12 { luma, chroma, stride: stride / 3 }, w, "nv12");
     }
 }
