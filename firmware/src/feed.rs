@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::Thread;
 use std::time::{Duration, SystemTime};
 
-use bit_runtime::{Frame, PixelFormat, Timings, TopK};
+use bit_runtime::{Frame, PixelFormat, Timings, TopK, YuvColor};
 use crossbeam_queue::ArrayQueue;
 
 use crate::metrics::{Counter, Registry};
@@ -95,11 +95,20 @@ pub struct FrameBuf {
     pub height: u32,
     /// Row stride, as in [`Frame::stride`].
     pub stride: Option<usize>,
+    /// YUV matrix and range, as in [`Frame::color`].
+    pub color: YuvColor,
 }
 
 impl Default for FrameBuf {
     fn default() -> FrameBuf {
-        FrameBuf { data: Vec::new(), format: PixelFormat::Grey, width: 0, height: 0, stride: None }
+        FrameBuf {
+            data: Vec::new(),
+            format: PixelFormat::Grey,
+            width: 0,
+            height: 0,
+            stride: None,
+            color: YuvColor::default(),
+        }
     }
 }
 
@@ -112,6 +121,7 @@ impl FrameBuf {
             width: self.width,
             height: self.height,
             stride: self.stride,
+            color: self.color,
         }
     }
 }
@@ -145,6 +155,7 @@ impl FramePool {
         buf.width = frame.width;
         buf.height = frame.height;
         buf.stride = frame.stride;
+        buf.color = frame.color;
         Some(self.buffers[i].clone())
     }
 }

@@ -271,7 +271,8 @@ fn resample_portable<S: PixelSource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::{Packed, RGB, Yuv422};
+    use crate::convert::{Coeffs, Packed, RGB, Yuv422};
+    use crate::frame::YuvColor;
 
     fn run<S: PixelSource>(src: &S, xs: &AaAxis, ys: &AaAxis, portable: bool) -> Vec<u8> {
         let mut out = Vec::new();
@@ -295,7 +296,11 @@ mod tests {
             xs.compute(filter, 3, w - 5, 41, 4, 33);
             ys.compute(filter, 1, h - 1, 29, 0, 29);
             let rgb = Packed::<RGB> { data: &data, stride: 3 * w as usize };
-            let yuyv = Yuv422::<false> { data: &data, stride: 2 * w as usize + 2 };
+            let yuyv = Yuv422::<false> {
+                data: &data,
+                stride: 2 * w as usize + 2,
+                m: Coeffs::new(YuvColor::BT601_LIMITED),
+            };
             assert_eq!(run(&rgb, &xs, &ys, true), run(&rgb, &xs, &ys, false), "{filter:?} rgb");
             assert_eq!(run(&yuyv, &xs, &ys, true), run(&yuyv, &xs, &ys, false), "{filter:?} yuyv");
         }

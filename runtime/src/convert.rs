@@ -1,28 +1,67 @@
 //! Reading one RGB pixel from a frame in any raw format, for the fused resize in
 //! [`crate::preprocess::Resizer`].
 //!
-//! YUV is converted with BT.601 limited ("studio") range, what UVC cameras send for YUYV
-//! and what NV12 from video pipelines uses:
+//! YUV is converted with the frame's [`YuvColor`]: matrix (`Kr`, `Kb`) and range. With
+//! `Kg = 1 - Kr - Kb`, and for limited range `Y' = (Y - 16) * 255/219`, `Cb = (U - 128) *
+//! 255/224`, `Cr = (V - 128) * 255/224` (full range: `Y' = Y`, `Cb = U - 128`, `Cr = V -
+//! 128`):
 //!
 //! ```text
-//! R = 1.164 (Y - 16)                  + 1.596 (V - 128)
-//! G = 1.164 (Y - 16) - 0.392 (U - 128) - 0.813 (V - 128)
-//! B = 1.164 (Y - 16) + 2.017 (U - 128)
+//! R = Y' + 2 (1 - Kr) Cr
+//! G = Y' - 2 Kb (1 - Kb) / Kg Cb - 2 Kr (1 - Kr) / Kg Cr
+//! B = Y' + 2 (1 - Kb) Cb
 //! ```
 //!
-//! in 8.8 fixed point (coefficients x 256, rounded: 298, 409, 100, 208, 516), clamped to
-//! 0..=255. Chroma is taken from the pixel's own pair (4:2:2) or 2x2 block (4:2:0), not
-//! interpolated: the same "convert the frame to RGB8" a plain converter does, so that
-//! converting each bilinear tap and then interpolating equals converting the whole frame
-//! first and then resizing it.
+//! in 8.8 fixed point (each coefficient x 256, rounded), clamped to 0..=255. For the default,
+//! BT.601 limited range, the coefficients are 298, 409, 100, 208 and 516. Chroma is taken
+//! from the pixel's own pair (4:2:2) or 2x2 block (4:2:0), not interpolated: the same
+//! "convert the frame to RGB8" a plain converter does, so that converting each bilinear tap
+//! and then interpolating equals converting the whole frame first and then resizing it.
 
-/// BT.601 limited range YUV to RGB8 (see the module docs).
-#[inline(always)]
-pub(crate) fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = 298 * (y as i32 - 16) + 128;
-    let d = u as i32 - 128;
-    let e = v as i32 - 128;
-    [clamp8((c + 409 * e) >> 8), clamp8((c - 100 * d - 208 * e) >> 8), clamp8((c + 516 * d) >> 8)]
+use crate::frame::{YuvColor, YuvRange};
+
+/// The fixed-point YUV -> RGB8 conversion of one [`YuvColor`] (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Coeffs {
+    y: i32,
+    y_off: i32,
+    rv: i32,
+    gu: i32,
+    gv: i32,
+    bu: i32,
+}
+
+impl Coeffs {
+    pub(crate) fn new(color: YuvColor) -> Coeffs {
+        let (kr, kb) = color.matrix.kr_kb();
+        let kg = 1.0 - kr - kb;
+        let (ys, y_off, cs) = match color.range {
+            YuvRange::Limited => (255.0 / 219.0, 16, 255.0 / 224.0),
+            YuvRange::Full => (1.0, 0, 1.0),
+        };
+        let q = |x: f64| (x * 256.0).round() as i32;
+        Coeffs {
+            y: q(ys),
+            y_off,
+            rv: q(2.0 * (1.0 - kr) * cs),
+            gu: q(2.0 * kb * (1.0 - kb) / kg * cs),
+            gv: q(2.0 * kr * (1.0 - kr) / kg * cs),
+            bu: q(2.0 * (1.0 - kb) * cs),
+        }
+    }
+
+    /// One pixel's Y, U, V as R, G, B.
+    #[inline(always)]
+    pub(crate) fn rgb(self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = self.y * (y as i32 - self.y_off) + 128;
+        let d = u as i32 - 128;
+        let e = v as i32 - 128;
+        [
+            clamp8((c + self.rv * e) >> 8),
+            clamp8((c - self.gu * d - self.gv * e) >> 8),
+            clamp8((c + self.bu * d) >> 8),
+        ]
+    }
 }
 
 #[inline(always)]
@@ -63,6 +102,8 @@ pub(crate) trait PixelSource {
 pub(crate) trait YuvSource: PixelSource {
     /// Pixel `x` of a row as Y, U, V.
     fn yuv(row: Self::Row<'_>, x: u32) -> [u8; 3];
+    /// The frame's conversion to RGB.
+    fn coeffs(&self) -> Coeffs;
 }
 
 /// Packed 8-bit pixels: RGB, BGR (channel offsets swapped) or grey.
@@ -117,41 +158,46 @@ impl<const KIND: u8> PixelSource for Packed<'_, KIND> {
 pub(crate) struct Yuv422<'a, const UYVY: bool> {
     pub data: &'a [u8],
     pub stride: usize,
+    pub m: Coeffs,
 }
 
 impl<const UYVY: bool> PixelSource for Yuv422<'_, UYVY> {
     type Row<'r>
-        = &'r [u8]
+        = (&'r [u8], Coeffs)
     where
         Self: 'r;
 
     #[inline(always)]
-    fn row(&self, y: u32) -> &[u8] {
-        &self.data[y as usize * self.stride..]
+    fn row(&self, y: u32) -> (&[u8], Coeffs) {
+        (&self.data[y as usize * self.stride..], self.m)
     }
 
     #[inline(always)]
-    fn rgb(row: &[u8], x: u32) -> [u8; 3] {
+    fn rgb(row: (&[u8], Coeffs), x: u32) -> [u8; 3] {
         let [y, u, v] = Self::yuv(row, x);
-        yuv_to_rgb(y, u, v)
+        row.1.rgb(y, u, v)
     }
 
     #[inline(always)]
-    fn rgbx_row(row: &[u8], x0: u32, x1: u32, out: &mut [u32]) {
+    fn rgbx_row((row, m): (&[u8], Coeffs), x0: u32, x1: u32, out: &mut [u32]) {
         let (_, x, n, _) = pair_span(x0, x1);
         let pairs = row[2 * x..2 * x + 4 * n]
             .chunks_exact(4)
             .map(|q| if UYVY { (q[1], q[3], q[0], q[2]) } else { (q[0], q[2], q[1], q[3]) });
-        yuv_pairs(x0, x1, out, |x| Self::rgb(row, x), pairs)
+        yuv_pairs(m, x0, x1, out, |x| Self::rgb((row, m), x), pairs)
     }
 }
 
 impl<const UYVY: bool> YuvSource for Yuv422<'_, UYVY> {
     #[inline(always)]
-    fn yuv(row: &[u8], x: u32) -> [u8; 3] {
+    fn yuv((row, _): (&[u8], Coeffs), x: u32) -> [u8; 3] {
         let x = x as usize;
         let pair = &row[4 * (x / 2)..4 * (x / 2) + 4];
         if UYVY { [pair[1 + 2 * (x & 1)], pair[0], pair[2]] } else { [pair[2 * (x & 1)], pair[1], pair[3]] }
+    }
+
+    fn coeffs(&self) -> Coeffs {
+        self.m
     }
 }
 
@@ -160,33 +206,34 @@ pub(crate) struct Nv12<'a> {
     pub luma: &'a [u8],
     pub chroma: &'a [u8],
     pub stride: usize,
+    pub m: Coeffs,
 }
 
 impl PixelSource for Nv12<'_> {
     type Row<'r>
-        = (&'r [u8], &'r [u8])
+        = (&'r [u8], &'r [u8], Coeffs)
     where
         Self: 'r;
 
     #[inline(always)]
-    fn row(&self, y: u32) -> (&[u8], &[u8]) {
-        (&self.luma[y as usize * self.stride..], &self.chroma[(y as usize / 2) * self.stride..])
+    fn row(&self, y: u32) -> (&[u8], &[u8], Coeffs) {
+        (&self.luma[y as usize * self.stride..], &self.chroma[(y as usize / 2) * self.stride..], self.m)
     }
 
     #[inline(always)]
-    fn rgb(row: (&[u8], &[u8]), x: u32) -> [u8; 3] {
+    fn rgb(row: (&[u8], &[u8], Coeffs), x: u32) -> [u8; 3] {
         let [y, u, v] = Self::yuv(row, x);
-        yuv_to_rgb(y, u, v)
+        row.2.rgb(y, u, v)
     }
 
     #[inline(always)]
-    fn rgbx_row((luma, chroma): (&[u8], &[u8]), x0: u32, x1: u32, out: &mut [u32]) {
+    fn rgbx_row((luma, chroma, m): (&[u8], &[u8], Coeffs), x0: u32, x1: u32, out: &mut [u32]) {
         let (_, x, n, _) = pair_span(x0, x1);
         let pairs = luma[x..x + 2 * n]
             .chunks_exact(2)
             .zip(chroma[x..x + 2 * n].chunks_exact(2))
             .map(|(l, c)| (l[0], l[1], c[0], c[1]));
-        yuv_pairs(x0, x1, out, |x| Self::rgb((luma, chroma), x), pairs)
+        yuv_pairs(m, x0, x1, out, |x| Self::rgb((luma, chroma, m), x), pairs)
     }
 }
 
@@ -206,6 +253,7 @@ fn pair_span(x0: u32, x1: u32) -> (bool, usize, usize, bool) {
 /// a lone pixel before or after the pairs is converted by `single` at `x0` or `x1 - 1`.
 #[inline(always)]
 fn yuv_pairs(
+    m: Coeffs,
     x0: u32,
     x1: u32,
     out: &mut [u32],
@@ -219,8 +267,8 @@ fn yuv_pairs(
         out[0] = rgbx(single(x0));
     }
     for ((y0, y1, u, v), d) in pairs.zip(out[o..o + 2 * n].chunks_exact_mut(2)) {
-        d[0] = rgbx(yuv_to_rgb(y0, u, v));
-        d[1] = rgbx(yuv_to_rgb(y1, u, v));
+        d[0] = rgbx(m.rgb(y0, u, v));
+        d[1] = rgbx(m.rgb(y1, u, v));
     }
     if trail {
         out[o + 2 * n] = rgbx(single(x1 - 1));
@@ -229,10 +277,14 @@ fn yuv_pairs(
 
 impl YuvSource for Nv12<'_> {
     #[inline(always)]
-    fn yuv((luma, chroma): (&[u8], &[u8]), x: u32) -> [u8; 3] {
+    fn yuv((luma, chroma, _): (&[u8], &[u8], Coeffs), x: u32) -> [u8; 3] {
         let x = x as usize;
         let uv = &chroma[x & !1..(x & !1) + 2];
         [luma[x], uv[0], uv[1]]
+    }
+
+    fn coeffs(&self) -> Coeffs {
+        self.m
     }
 }
 
@@ -286,6 +338,7 @@ impl YuvTaps {
         wy: f32,
         (r_out, g_out, b_out): (&mut [f32], &mut [f32], &mut [f32]),
         aff: [(f32, f32); 3],
+        m: Coeffs,
     ) {
         let n = wx.len().min(r_out.len()).min(g_out.len()).min(b_out.len()).min(self.y[0].len());
         // Fixed-length slices let the compiler drop the bounds checks and vectorize.
@@ -300,7 +353,7 @@ impl YuvTaps {
             let mut g = [0f32; 4];
             let mut b = [0f32; 4];
             for k in 0..4 {
-                let [rk, gk, bk] = yuv_to_rgb(y[k][i], u[k][i], v[k][i]);
+                let [rk, gk, bk] = m.rgb(y[k][i], u[k][i], v[k][i]);
                 (r[k], g[k], b[k]) = (rk as f32, gk as f32, bk as f32);
             }
             let w = wx[i];
@@ -343,6 +396,7 @@ impl YuvTaps {
         wy: [f32; 4],
         (r_out, g_out, b_out): (&mut [f32], &mut [f32], &mut [f32]),
         aff: [(f32, f32); 3],
+        m: Coeffs,
     ) {
         let n = wx
             .iter()
@@ -360,7 +414,7 @@ impl YuvTaps {
                 let t = 4 * j + k;
                 let (y, u, v, w) = (&self.y[t][..n], &self.u[t][..n], &self.v[t][..n], &w[..n]);
                 for i in 0..n {
-                    let [r, g, b] = yuv_to_rgb(y[i], u[i], v[i]);
+                    let [r, g, b] = m.rgb(y[i], u[i], v[i]);
                     hr[i] += r as f32 * w[i];
                     hg[i] += g as f32 * w[i];
                     hb[i] += b as f32 * w[i];
@@ -381,8 +435,8 @@ impl YuvTaps {
     }
 }
 
-/// Converts a raw frame to packed RGB8, `3 * width * height` bytes, with the same BT.601
-/// conversion the classifier uses (for saving or showing frames: not on the per-frame
+/// Converts a raw frame to packed RGB8, `3 * width * height` bytes, with the same YUV
+/// conversion (the frame's [`YuvColor`]) the classifier uses (for saving or showing frames: not on the per-frame
 /// path). Returns `Ok(false)` and writes nothing for MJPEG, which is stored as it came.
 ///
 /// # Panics
@@ -392,6 +446,7 @@ pub fn frame_to_rgb8(frame: &crate::Frame, out: &mut [u8]) -> Result<bool, crate
     let stride = frame.row_stride()?;
     let (w, h, data) = (frame.width, frame.height, frame.data);
     assert_eq!(out.len(), 3 * w as usize * h as usize, "RGB8 buffer for {w}x{h}");
+    let m = Coeffs::new(frame.color);
     fn copy<S: PixelSource>(src: &S, w: u32, out: &mut [u8]) {
         for (y, row_out) in out.chunks_exact_mut(3 * w as usize).enumerate() {
             let row = src.row(y as u32);
@@ -401,11 +456,11 @@ pub fn frame_to_rgb8(frame: &crate::Frame, out: &mut [u8]) -> Result<bool, crate
         }
     }
     match frame.format {
-        F::Yuyv => copy(&Yuv422::<false> { data, stride }, w, out),
-        F::Uyvy => copy(&Yuv422::<true> { data, stride }, w, out),
+        F::Yuyv => copy(&Yuv422::<false> { data, stride, m }, w, out),
+        F::Uyvy => copy(&Yuv422::<true> { data, stride, m }, w, out),
         F::Nv12 => {
             let (luma, chroma) = data.split_at(stride * h as usize);
-            copy(&Nv12 { luma, chroma, stride }, w, out)
+            copy(&Nv12 { luma, chroma, stride, m }, w, out)
         }
         F::Rgb24 => copy(&Packed::<RGB> { data, stride }, w, out),
         F::Bgr24 => copy(&Packed::<BGR> { data, stride }, w, out),
@@ -419,29 +474,82 @@ pub fn frame_to_rgb8(frame: &crate::Frame, out: &mut [u8]) -> Result<bool, crate
 mod tests {
     use super::*;
 
-    /// The conversion as written in the module docs, in f64, rounded.
-    fn float(y: u8, u: u8, v: u8) -> [u8; 3] {
-        let (c, d, e) = (y as f64 - 16.0, u as f64 - 128.0, v as f64 - 128.0);
+    use crate::frame::{YuvMatrix, YuvRange};
+
+    /// The published full-range matrices, typed from the standards' tables (as the V4L2
+    /// colorspace documentation reprints them), not derived from `Kr`/`Kb` as the code is:
+    /// `R = Y + a Cr`, `G = Y - b Cb - c Cr`, `B = Y + d Cb`.
+    fn published(matrix: YuvMatrix) -> [f64; 4] {
+        match matrix {
+            YuvMatrix::Bt601 => [1.402, 0.344136, 0.714136, 1.772],
+            YuvMatrix::Bt709 => [1.5748, 0.187324, 0.468124, 1.8556],
+            YuvMatrix::Bt2020 => [1.4746, 0.164553, 0.571353, 1.8814],
+            YuvMatrix::Smpte240m => [1.576, 0.226622, 0.476622, 1.826],
+        }
+    }
+
+    /// The reference conversion in f64, rounded to the nearest byte.
+    fn float(color: YuvColor, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let [a, b, c, d] = published(color.matrix);
+        let (l, cb, cr) = match color.range {
+            YuvRange::Limited => (
+                (y as f64 - 16.0) * 255.0 / 219.0,
+                (u as f64 - 128.0) * 255.0 / 224.0,
+                (v as f64 - 128.0) * 255.0 / 224.0,
+            ),
+            YuvRange::Full => (y as f64, u as f64 - 128.0, v as f64 - 128.0),
+        };
         let q = |x: f64| x.round().clamp(0.0, 255.0) as u8;
-        [q(1.164 * c + 1.596 * e), q(1.164 * c - 0.392 * d - 0.813 * e), q(1.164 * c + 2.017 * d)]
+        [q(l + a * cr), q(l - b * cb - c * cr), q(l + d * cb)]
     }
 
     #[test]
-    fn fixed_point_is_within_one_step_of_the_formula() {
-        let mut worst = 0;
-        for y in 0..=255u8 {
-            for u in (0..=255u8).step_by(3) {
-                for v in (0..=255u8).step_by(5) {
-                    let (a, b) = (yuv_to_rgb(y, u, v), float(y, u, v));
-                    for c in 0..3 {
-                        worst = worst.max((a[c] as i32 - b[c] as i32).abs());
+    fn every_encoding_is_within_one_step_of_the_published_matrix() {
+        for color in YuvColor::ALL {
+            let m = Coeffs::new(color);
+            let mut worst = 0;
+            let mut differing = 0usize;
+            for y in 0..=255u8 {
+                for u in (0..=255u8).step_by(3) {
+                    for v in (0..=255u8).step_by(5) {
+                        let (a, b) = (m.rgb(y, u, v), float(color, y, u, v));
+                        for c in 0..3 {
+                            let d = (a[c] as i32 - b[c] as i32).abs();
+                            worst = worst.max(d);
+                            differing += (d > 0) as usize;
+                        }
                     }
                 }
             }
+            assert!(worst <= 1, "{color}: worst difference {worst}");
+            // Most values are exact. 8.8 coefficients are off by up to 1/512 each, which over
+            // the chroma range moves about one value in twenty across a rounding boundary
+            // (5.5% for BT.709 limited); a wrong coefficient shifts far more, and the worst case
+            // above catches a wrong matrix outright.
+            assert!(differing * 10 < 3 * 256 * 86 * 52, "{color}: {differing} values off by one");
+            let (black, white) = match color.range {
+                YuvRange::Limited => (16, 235),
+                YuvRange::Full => (0, 255),
+            };
+            assert_eq!(m.rgb(black, 128, 128), [0, 0, 0], "{color}");
+            assert_eq!(m.rgb(white, 128, 128), [255, 255, 255], "{color}");
         }
-        assert!(worst <= 1, "worst difference {worst}");
-        assert_eq!(yuv_to_rgb(16, 128, 128), [0, 0, 0]);
-        assert_eq!(yuv_to_rgb(235, 128, 128), [255, 255, 255]);
+    }
+
+    /// The default is the conversion the runtime always had, so models and goldens made with
+    /// it see the same bytes.
+    #[test]
+    fn bt601_limited_keeps_the_historical_coefficients() {
+        let m = Coeffs::new(YuvColor::BT601_LIMITED);
+        assert_eq!((m.y, m.y_off, m.rv, m.gu, m.gv, m.bu), (298, 16, 409, 100, 208, 516));
+        assert_eq!(Coeffs::new(YuvColor::default()), m);
+        // JFIF's full-range BT.601 (what JPEG decoders apply), in 8.8.
+        let j = Coeffs::new(YuvColor { matrix: YuvMatrix::Bt601, range: YuvRange::Full });
+        assert_eq!((j.y, j.y_off, j.rv, j.gu, j.gv, j.bu), (256, 0, 359, 88, 183, 454));
+        for c in YuvColor::ALL {
+            assert_eq!(YuvColor::from_name(c.name()), Some(c));
+        }
+        assert_eq!(YuvColor::from_name("bt601"), None);
     }
 
     #[test]
@@ -458,9 +566,17 @@ mod tests {
             for x in 0..4 {
                 let p = &data[12 * y + 4 * (x / 2)..];
                 let luma = p[2 * (x & 1)];
-                assert_eq!(&out[3 * (4 * y + x)..][..3], &yuv_to_rgb(luma, p[1], p[3]), "pixel {x},{y}");
+                let m = Coeffs::new(YuvColor::BT601_LIMITED);
+                assert_eq!(&out[3 * (4 * y + x)..][..3], &m.rgb(luma, p[1], p[3]), "pixel {x},{y}");
             }
         }
+        // The frame's encoding is the one applied.
+        let bt709 = YuvColor { matrix: YuvMatrix::Bt709, range: YuvRange::Full };
+        let mut out709 = vec![0u8; out.len()];
+        assert!(frame_to_rgb8(&frame.with_color(bt709), &mut out709).unwrap());
+        let p = &data[..4];
+        assert_eq!(&out709[..3], &Coeffs::new(bt709).rgb(p[0], p[1], p[3]));
+        assert_ne!(out709, out);
         let jpeg = [0xff, 0xd8, 0xff, 0xd9];
         let mj = crate::Frame::new(&jpeg, crate::PixelFormat::Mjpeg, 4, 2);
         assert!(!frame_to_rgb8(&mj, &mut out).unwrap());
@@ -493,9 +609,12 @@ mod tests {
         check(&Packed::<RGB> { data: &data, stride }, w, "rgb");
         check(&Packed::<BGR> { data: &data, stride }, w, "bgr");
         check(&Packed::<GREY> { data: &data, stride }, w, "grey");
-        check(&Yuv422::<false> { data: &data, stride }, w, "yuyv");
-        check(&Yuv422::<true> { data: &data, stride }, w, "uyvy");
-        let (luma, chroma) = data.split_at(stride);
-        check(&Nv12 { luma, chroma, stride: stride / 3 }, w, "nv12");
+        for color in [YuvColor::BT601_LIMITED, YuvColor { matrix: YuvMatrix::Bt709, range: YuvRange::Full }] {
+            let m = Coeffs::new(color);
+            check(&Yuv422::<false> { data: &data, stride, m }, w, "yuyv");
+            check(&Yuv422::<true> { data: &data, stride, m }, w, "uyvy");
+            let (luma, chroma) = data.split_at(stride);
+            check(&Nv12 { luma, chroma, stride: stride / 3, m }, w, "nv12");
+        }
     }
 }

@@ -134,6 +134,108 @@ impl fmt::Display for PixelFormat {
     }
 }
 
+/// The YCbCr matrix of a YUV frame: which luma weights (`Kr`, `Kb`) the camera encoded with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum YuvMatrix {
+    /// ITU-R BT.601 (`Kr` 0.299, `Kb` 0.114): SDTV, JPEG/JFIF, and what UVC cameras and most
+    /// sensors report for their YUV modes.
+    #[default]
+    Bt601,
+    /// ITU-R BT.709 (`Kr` 0.2126, `Kb` 0.0722): HDTV, what HDMI capture and some ISPs send.
+    Bt709,
+    /// ITU-R BT.2020, non-constant luminance (`Kr` 0.2627, `Kb` 0.0593).
+    Bt2020,
+    /// SMPTE 240M (`Kr` 0.212, `Kb` 0.087), an early HDTV encoding V4L2 still names.
+    Smpte240m,
+}
+
+impl YuvMatrix {
+    /// The luma weights `(Kr, Kb)`.
+    pub fn kr_kb(self) -> (f64, f64) {
+        match self {
+            YuvMatrix::Bt601 => (0.299, 0.114),
+            YuvMatrix::Bt709 => (0.2126, 0.0722),
+            YuvMatrix::Bt2020 => (0.2627, 0.0593),
+            YuvMatrix::Smpte240m => (0.212, 0.087),
+        }
+    }
+}
+
+/// Whether YUV values use the full byte or the "studio" range (Y 16..=235, U and V
+/// 16..=240).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum YuvRange {
+    /// Y 16..=235, chroma 16..=240 (V4L2 `V4L2_QUANTIZATION_LIM_RANGE`, the default for
+    /// YUV formats).
+    #[default]
+    Limited,
+    /// 0..=255 (V4L2 `V4L2_QUANTIZATION_FULL_RANGE`; JFIF).
+    Full,
+}
+
+/// How a YUV frame's bytes map to RGB: matrix and range. The default, BT.601 limited range,
+/// is what V4L2 implies for YUV formats of an SDTV or sRGB colorspace; a V4L2 source sets
+/// what the driver reports for the negotiated format. RGB, grey and MJPEG frames ignore it
+/// (JPEG is JFIF: BT.601, full range, as its decoder converts it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct YuvColor {
+    /// The matrix.
+    pub matrix: YuvMatrix,
+    /// The range.
+    pub range: YuvRange,
+}
+
+impl YuvColor {
+    /// BT.601, limited range: the default.
+    pub const BT601_LIMITED: YuvColor = YuvColor { matrix: YuvMatrix::Bt601, range: YuvRange::Limited };
+
+    /// Every encoding, for listings and tests.
+    pub const ALL: [YuvColor; 8] = {
+        use YuvMatrix::*;
+        use YuvRange::*;
+        const fn c(matrix: YuvMatrix, range: YuvRange) -> YuvColor {
+            YuvColor { matrix, range }
+        }
+        [
+            c(Bt601, Limited),
+            c(Bt601, Full),
+            c(Bt709, Limited),
+            c(Bt709, Full),
+            c(Bt2020, Limited),
+            c(Bt2020, Full),
+            c(Smpte240m, Limited),
+            c(Smpte240m, Full),
+        ]
+    };
+
+    /// The configuration name: `bt601-limited`, `bt709-full`, ...
+    pub fn name(self) -> &'static str {
+        use YuvMatrix::*;
+        use YuvRange::*;
+        match (self.matrix, self.range) {
+            (Bt601, Limited) => "bt601-limited",
+            (Bt601, Full) => "bt601-full",
+            (Bt709, Limited) => "bt709-limited",
+            (Bt709, Full) => "bt709-full",
+            (Bt2020, Limited) => "bt2020-limited",
+            (Bt2020, Full) => "bt2020-full",
+            (Smpte240m, Limited) => "smpte240m-limited",
+            (Smpte240m, Full) => "smpte240m-full",
+        }
+    }
+
+    /// The encoding a [`YuvColor::name`] names.
+    pub fn from_name(name: &str) -> Option<YuvColor> {
+        YuvColor::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for YuvColor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One camera frame, borrowed from the capture buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Frame<'a> {
@@ -148,12 +250,19 @@ pub struct Frame<'a> {
     /// Bytes from one row to the next (V4L2 `bytesperline`, for NV12 both planes'); `None`
     /// for rows packed without padding. Ignored for MJPEG.
     pub stride: Option<usize>,
+    /// The YCbCr encoding of a YUV frame (YUYV, UYVY, NV12); ignored for the others.
+    pub color: YuvColor,
 }
 
 impl<'a> Frame<'a> {
     /// A frame with rows packed without padding.
     pub fn new(data: &'a [u8], format: PixelFormat, width: u32, height: u32) -> Frame<'a> {
-        Frame { data, format, width, height, stride: None }
+        Frame { data, format, width, height, stride: None, color: YuvColor::BT601_LIMITED }
+    }
+
+    /// The same frame with its YUV values encoded as `color`.
+    pub fn with_color(self, color: YuvColor) -> Frame<'a> {
+        Frame { color, ..self }
     }
 
     /// The same frame with rows `stride` bytes apart.

@@ -31,7 +31,7 @@ pub use classifier::{Classification, Classifier, ClassifierConfig, ClassifyError
 pub use contract::Preprocess;
 pub use convert::frame_to_rgb8;
 pub use error::{Cause, Error};
-pub use frame::{Frame, FrameError, JpegFault, PixelFormat, raw_frame_kind};
+pub use frame::{Frame, FrameError, JpegFault, PixelFormat, YuvColor, YuvMatrix, YuvRange, raw_frame_kind};
 pub use model::{ContractSource, LoadOptions, Model, ModelInfo, SUPPORTED_SIZES, load_image};
 pub use preprocess::{FramePreprocessor, Roi};
 pub use stats::{LatencyStats, Stage, Timings};

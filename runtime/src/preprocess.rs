@@ -437,6 +437,7 @@ impl Resizer {
         let a = self.affine;
         let aff = if self.bgr { [a[2], a[1], a[0]] } else { a };
         let size = self.size as usize;
+        let m = src.coeffs();
         for (oy, ty) in self.cy.iter().enumerate() {
             scratch.gather_cubic::<S>(ty.idx.map(|y| src.row(y)), &self.cx_idx);
             let rows = oy * size..(oy + 1) * size;
@@ -445,6 +446,7 @@ impl Resizer {
                 ty.w,
                 (&mut r_plane[rows.clone()], &mut g_plane[rows.clone()], &mut b_plane[rows]),
                 aff,
+                m,
             );
         }
         for (oy, ty) in self.ys.iter().enumerate() {
@@ -455,6 +457,7 @@ impl Resizer {
                 ty.frac,
                 (&mut r_plane[rows.clone()], &mut g_plane[rows.clone()], &mut b_plane[rows]),
                 aff,
+                m,
             );
         }
     }
@@ -617,17 +620,19 @@ impl FramePreprocessor {
         let (data, w, h) = (frame.data, frame.width, frame.height);
         let r = &self.resizer;
         let fast = self.kernel == Kernel::Fast;
+        // A few multiplications: cheaper than keeping a cache of them.
+        let m = convert::Coeffs::new(frame.color);
         match frame.format {
             PixelFormat::Yuyv => {
-                yuv(r, &convert::Yuv422::<false> { data, stride }, fast, &mut self.scratch, out)
+                yuv(r, &convert::Yuv422::<false> { data, stride, m }, fast, &mut self.scratch, out)
             }
             PixelFormat::Uyvy => {
-                yuv(r, &convert::Yuv422::<true> { data, stride }, fast, &mut self.scratch, out)
+                yuv(r, &convert::Yuv422::<true> { data, stride, m }, fast, &mut self.scratch, out)
             }
             PixelFormat::Nv12 => {
                 // Validation guarantees `stride * h` luma bytes and the chroma rows after them.
                 let (luma, chroma) = data.split_at(stride * h as usize);
-                yuv(r, &convert::Nv12 { luma, chroma, stride }, fast, &mut self.scratch, out)
+                yuv(r, &convert::Nv12 { luma, chroma, stride, m }, fast, &mut self.scratch, out)
             }
             PixelFormat::Rgb24 => {
                 r.fill_with(&convert::Packed::<{ convert::RGB }> { data, stride }, &mut self.scratch.aa, out)

@@ -10,11 +10,26 @@ mod common;
 
 use bit_runtime::contract::{ChannelOrder, Preprocess, Resample, ResizeMode};
 use bit_runtime::preprocess::{Kernel, Resizer};
-use bit_runtime::{Frame, FramePreprocessor, PixelFormat, Roi};
-use common::{frame_bytes, max_lsb, naive_rgb8, noise};
+use bit_runtime::{Frame, FramePreprocessor, PixelFormat, Roi, YuvColor};
+use common::{frame_bytes, max_lsb, naive_rgb8_in, noise};
 
 /// Reference tensor: naive RGB8, cropped to `roi`, resized as a whole.
 fn reference(
+    format: PixelFormat,
+    data: &[u8],
+    size_wh: (usize, usize),
+    stride: Option<usize>,
+    roi: Option<Roi>,
+    size: u32,
+    pre: &Preprocess,
+) -> Vec<f32> {
+    reference_in(YuvColor::BT601_LIMITED, format, data, size_wh, stride, roi, size, pre)
+}
+
+/// [`reference`] for a frame encoded with `color`.
+#[allow(clippy::too_many_arguments)]
+fn reference_in(
+    color: YuvColor,
     format: PixelFormat,
     data: &[u8],
     (w, h): (usize, usize),
@@ -23,7 +38,7 @@ fn reference(
     size: u32,
     pre: &Preprocess,
 ) -> Vec<f32> {
-    let rgb = naive_rgb8(format, data, w, h, stride);
+    let rgb = naive_rgb8_in(color, format, data, w, h, stride);
     let roi = roi.unwrap_or(Roi::full(w as u32, h as u32));
     let (rx, ry, rw, rh) = (roi.x as usize, roi.y as usize, roi.width as usize, roi.height as usize);
     let mut crop = Vec::with_capacity(3 * rw * rh);
@@ -177,6 +192,38 @@ fn yuv_noise_including_out_of_gamut() {
             let want = reference(format, &data, (w, h), None, None, 50, pre);
             let diff = max_lsb(&got, &want, pre);
             assert!(diff <= tolerance(format, pre), "{format} {w}x{h} {:?}: {diff} steps", pre.resample);
+        }
+    }
+}
+
+/// Every YUV matrix and range a V4L2 driver can report, on every YUV layout and filter
+/// (antialiased too), against the published formula (`common::yuv_reference`), with the
+/// tolerances of the BT.601 case; and a frame tagged with another encoding than the default
+/// really converts differently (the tag is not ignored on any path).
+#[test]
+fn every_yuv_encoding_matches_the_published_formula() {
+    let bilinear = Preprocess::bit_default(40);
+    let bicubic = Preprocess { resample: Resample::Bicubic, ..bilinear.clone() };
+    let aa = Preprocess { antialias: true, ..bilinear.clone() };
+    let aa_cubic = Preprocess { antialias: true, ..bicubic.clone() };
+    let (w, h) = (96, 64);
+    for format in [PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12] {
+        // Noise reaches saturated and out-of-gamut samples, where the matrices differ most.
+        let rows = if format == PixelFormat::Nv12 { h + h / 2 } else { h };
+        let data = noise(format.row_bytes(w as u32).unwrap() * rows, 7);
+        for pre in [&bilinear, &bicubic, &aa, &aa_cubic] {
+            let default = fused(&Frame::new(&data, format, w as u32, h as u32), None, 40, pre);
+            for color in YuvColor::ALL {
+                let frame = Frame::new(&data, format, w as u32, h as u32).with_color(color);
+                let got = fused(&frame, None, 40, pre);
+                let want = reference_in(color, format, &data, (w, h), None, None, 40, pre);
+                let diff = max_lsb(&got, &want, pre);
+                let what = format!("{format} {color} {:?} antialias {}", pre.resample, pre.antialias);
+                assert!(diff <= tolerance(format, pre), "{what}: {diff} steps");
+                if color != YuvColor::BT601_LIMITED {
+                    assert!(max_lsb(&got, &default, pre) >= 2.0, "{what} converts as BT.601 limited");
+                }
+            }
         }
     }
 }

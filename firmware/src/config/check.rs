@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bit_runtime::{MAX_TOP_K, PixelFormat, Roi};
+use bit_runtime::{MAX_TOP_K, PixelFormat, Roi, YuvColor};
 
 use super::raw::*;
 use super::*;
@@ -180,6 +180,23 @@ fn camera(c: &mut Checker, cam: &RawCamera) -> Option<CameraConfig> {
         }
     };
     let fps = cam.fps.map(|f| c.rate("camera.fps", f, 0.1, 1000.0));
+    let yuv = match cam.yuv.as_deref() {
+        None | Some("auto") => Some(None),
+        Some(name) => {
+            let color = YuvColor::from_name(name);
+            if color.is_none() {
+                let names: Vec<&str> = YuvColor::ALL.iter().map(|c| c.name()).collect();
+                c.problem(
+                    "camera.yuv",
+                    format!(
+                        "'{name}' is not a YUV encoding: auto (as the driver reports) or one of {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+            color.map(Some)
+        }
+    };
     let buffers = c.int("camera.buffers", cam.buffers, 2..=32);
     let timeout = c.int::<u64>("camera.timeout_ms", cam.timeout_ms, 100..=600_000);
     let reconnect = c.int::<u64>("camera.reconnect_max_ms", cam.reconnect_max_ms, 100..=3_600_000);
@@ -191,6 +208,7 @@ fn camera(c: &mut Checker, cam: &RawCamera) -> Option<CameraConfig> {
             None => None,
             Some(f) => Some(f? as f32),
         },
+        yuv: yuv?,
         buffers: buffers?,
         timeout: Duration::from_millis(timeout?),
         reconnect_max: Duration::from_millis(reconnect?),

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bit_runtime::Roi;
+use bit_runtime::{Roi, YuvColor};
 use serde::Deserialize;
 
 pub use crate::gpio::linux::LineSpec as LineRef;
@@ -154,6 +154,10 @@ pub struct CameraConfig {
     pub size: Option<(u32, u32)>,
     /// Frame rate to ask the driver for.
     pub fps: Option<f32>,
+    /// The YUV matrix and range of the camera's YUV frames; `None` takes what the driver
+    /// reports for the negotiated format (`colorspace`, `ycbcr_enc`, `quantization`). For
+    /// drivers that report wrong values.
+    pub yuv: Option<YuvColor>,
     /// V4L2 buffers to map.
     pub buffers: u32,
     /// No frame for this long counts as a stalled camera: it is reopened.
@@ -438,6 +442,7 @@ mod tests {
         let SourceConfig::Camera(cam) = &c.source else { panic!("{:?}", c.source) };
         assert_eq!(cam.device, Path::new("/dev/video0"));
         assert_eq!((cam.format, cam.size, cam.fps, cam.buffers), (None, None, None, 4));
+        assert_eq!(cam.yuv, None, "the driver's report");
         assert_eq!(cam.timeout, Duration::from_secs(2));
         assert_eq!(c.mode, Mode::Continuous { min_period: None });
         assert!(c.gpio.is_none() && c.roi.is_none() && c.control_fifo.is_none());
@@ -549,6 +554,31 @@ jpeg_quality = 0
         assert!(p[0].1.contains("missing.onnx: no such file"), "{}", p[0].1);
         assert!(p[4].1.contains("'H264'") && p[4].1.contains("YUYV"), "{}", p[4].1);
         assert!(p[11].1.contains("already used by gpio.trigger.line"), "{}", p[11].1);
+    }
+
+    #[test]
+    fn the_yuv_encoding_is_the_drivers_unless_named() {
+        let d = dir_with_model();
+        let base = "[model]\npath = \"model.onnx\"\n[camera]\ndevice = \"/dev/video0\"\n";
+        for (value, want) in [
+            ("auto", None),
+            (
+                "bt709-full",
+                Some(YuvColor { matrix: bit_runtime::YuvMatrix::Bt709, range: bit_runtime::YuvRange::Full }),
+            ),
+            ("bt601-limited", Some(YuvColor::BT601_LIMITED)),
+        ] {
+            let c = parse(&d, &format!("{base}yuv = \"{value}\"\n")).unwrap();
+            let SourceConfig::Camera(cam) = &c.source else { panic!("{:?}", c.source) };
+            assert_eq!(cam.yuv, want, "{value}");
+            if let Some(color) = want {
+                assert_eq!(color.name(), value);
+            }
+        }
+        let p = problems(&d, &format!("{base}yuv = \"rec709\"\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "camera.yuv");
+        assert!(p[0].1.contains("'rec709'") && p[0].1.contains("bt709-limited"), "{}", p[0].1);
     }
 
     #[test]

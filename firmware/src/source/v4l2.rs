@@ -10,10 +10,17 @@
 //! that wait times out, its next call would queue the same buffer twice. So the wait is done
 //! here first (`poll` on the device), and `next()` is only called once a filled buffer is
 //! ready (it then does not block).
+//!
+//! The format is set with a raw `VIDIOC_S_FMT` ([`set_format`]) rather than the crate's
+//! `set_format`: that converts the driver's answer into enums and panics on a colorspace,
+//! quantization, transfer function or field order it does not know (kernels add them). The
+//! answer's `colorspace`, `ycbcr_enc` and `quantization` give the YUV matrix and range of the
+//! frames ([`yuv_color`]), unless `camera.yuv` names one.
 
 use std::time::Duration;
 
-use bit_runtime::{Frame, PixelFormat};
+use bit_runtime::{Frame, PixelFormat, YuvColor, YuvMatrix, YuvRange};
+use v4l::Device;
 use v4l::buffer::Type;
 use v4l::capability::Flags as CapFlags;
 use v4l::frameinterval::FrameIntervalEnum;
@@ -21,7 +28,6 @@ use v4l::framesize::FrameSizeEnum;
 use v4l::io::mmap::Stream;
 use v4l::io::traits::{CaptureStream, Stream as _};
 use v4l::video::Capture;
-use v4l::{Device, FourCC};
 
 use super::{Captured, FrameSource, OpenError, SourceError};
 use crate::config::CameraConfig;
@@ -39,6 +45,7 @@ struct Open {
     width: u32,
     height: u32,
     stride: usize,
+    color: YuvColor,
     started: bool,
 }
 
@@ -182,19 +189,23 @@ impl FrameSource for V4l2Source {
                 choice.height
             );
         }
-        let wanted = v4l::Format::new(choice.width, choice.height, FourCC::new(&choice.fourcc));
-        let got = device
-            .set_format(&wanted)
+        let wanted = Applied {
+            width: choice.width,
+            height: choice.height,
+            fourcc: choice.fourcc,
+            ..Applied::default()
+        };
+        let got = set_format(&device, &wanted)
             .map_err(|e| OpenError::Unavailable(format!("{name}: VIDIOC_S_FMT {wanted}: {e}")))?;
         // The driver may adjust anything: what it returns is what it will deliver (a Pi
         // camera's unicam node lists YUYV but hands back raw Bayer).
-        choice.check_applied(got.fourcc.repr).map_err(|e| OpenError::Unusable(format!("{name}: {e}")))?;
-        let format = pixel_format(got.fourcc.repr).ok_or_else(|| {
+        choice.check_applied(got.fourcc).map_err(|e| OpenError::Unusable(format!("{name}: {e}")))?;
+        let format = pixel_format(got.fourcc).ok_or_else(|| {
             OpenError::Unusable(format!(
                 "{name}: asked for {wanted}, the driver chose {got}, which the runtime cannot read"
             ))
         })?;
-        if got.width != choice.width || got.height != choice.height || got.fourcc.repr != choice.fourcc {
+        if got.width != choice.width || got.height != choice.height || got.fourcc != choice.fourcc {
             log::warn!("{name}: asked for {wanted}, the driver chose {got}");
         }
         if let Some(fps) = self.config.fps {
@@ -210,11 +221,26 @@ impl FrameSource for V4l2Source {
         // Only the first call of `next()` (which starts streaming) waits inside the crate.
         stream.set_timeout(self.config.timeout);
         let stride = if format == PixelFormat::Mjpeg { 0 } else { got.stride as usize };
+        let (reported, approximation) = yuv_color(got.colorspace, got.ycbcr_enc, got.quantization);
+        let color = self.config.yuv.unwrap_or(reported);
+        let yuv = match format {
+            PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12 => {
+                if let Some(why) = approximation.filter(|_| self.config.yuv.is_none()) {
+                    log::warn!("{name}: {why}");
+                }
+                let from = if self.config.yuv.is_some() { "camera.yuv" } else { "as reported" };
+                format!(
+                    ", YUV {color} ({from}; colorspace {} ycbcr_enc {} quantization {})",
+                    got.colorspace, got.ycbcr_enc, got.quantization
+                )
+            }
+            _ => String::new(),
+        };
         log::info!(
-            "{name}: {} ({}), capturing {} {}x{} stride {stride} ({} offered format(s): {})",
+            "{name}: {} ({}), capturing {} {}x{} stride {stride}{yuv} ({} offered format(s): {})",
             caps.card,
             caps.driver,
-            fourcc_text(got.fourcc.repr),
+            fourcc_text(got.fourcc),
             got.width,
             got.height,
             offers.len(),
@@ -227,6 +253,7 @@ impl FrameSource for V4l2Source {
             width: got.width,
             height: got.height,
             stride,
+            color,
             started: false,
         });
         Ok(())
@@ -268,7 +295,7 @@ impl FrameSource for V4l2Source {
             Err(e) => return Err(SourceError::from_io("VIDIOC_DQBUF", &e)),
         };
         let used = (meta.bytesused as usize).min(buf.len());
-        let mut frame = Frame::new(&buf[..used], o.format, o.width, o.height);
+        let mut frame = Frame::new(&buf[..used], o.format, o.width, o.height).with_color(o.color);
         if o.format != PixelFormat::Mjpeg {
             frame = frame.with_stride(o.stride);
         }
@@ -279,6 +306,142 @@ impl FrameSource for V4l2Source {
             timestamp: Duration::new(ts.sec.max(0) as u64, (ts.usec.clamp(0, 999_999) as u32) * 1000),
         })
     }
+}
+
+/// A single-planar capture format: what is asked of `VIDIOC_S_FMT` and what the driver
+/// answers (only the fields this daemon reads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Applied {
+    width: u32,
+    height: u32,
+    fourcc: [u8; 4],
+    stride: u32,
+    colorspace: u32,
+    ycbcr_enc: u32,
+    quantization: u32,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}x{}", fourcc_text(self.fourcc), self.width, self.height)
+    }
+}
+
+/// `VIDIOC_S_FMT` for single-planar capture: size and fourcc asked, everything else left to
+/// the driver (field `ANY`, colorspace `DEFAULT`); returns the driver's answer, read as plain
+/// numbers.
+fn set_format(device: &Device, wanted: &Applied) -> std::io::Result<Applied> {
+    use v4l::v4l_sys::{v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE, v4l2_format};
+    // SAFETY: v4l2_format is plain old data (integers and unions of them): all zeroes is
+    // a valid value, and the kernel ABI's "everything else default".
+    let mut f: v4l2_format = unsafe { std::mem::zeroed() };
+    f.type_ = v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE;
+    // SAFETY: writing fields of the `pix` member of a zeroed union, the member the type
+    // chosen above selects; the pointer is to a live, exclusively borrowed v4l2_format the
+    // size VIDIOC_S_FMT encodes, for the duration of the call.
+    unsafe {
+        f.fmt.pix.width = wanted.width;
+        f.fmt.pix.height = wanted.height;
+        f.fmt.pix.pixelformat = u32::from_le_bytes(wanted.fourcc);
+        v4l::v4l2::ioctl(
+            device.handle().fd(),
+            v4l::v4l2::vidioc::VIDIOC_S_FMT,
+            &mut f as *mut v4l2_format as *mut std::os::raw::c_void,
+        )?;
+    }
+    // SAFETY: the kernel filled `pix` (the member of a capture format); every bit pattern
+    // of these integer fields is valid, `ycbcr_enc` and `hsv_enc` alike.
+    let pix = unsafe { f.fmt.pix };
+    Ok(Applied {
+        width: pix.width,
+        height: pix.height,
+        fourcc: pix.pixelformat.to_le_bytes(),
+        stride: pix.bytesperline,
+        colorspace: pix.colorspace,
+        // SAFETY: see above: both members of the union are one u32.
+        ycbcr_enc: unsafe { pix.__bindgen_anon_1.ycbcr_enc },
+        quantization: pix.quantization,
+    })
+}
+
+// V4L2's colorimetry values (linux/videodev2.h; stable ABI).
+const COLORSPACE_REC709: u32 = 3;
+const COLORSPACE_SMPTE240M: u32 = 2;
+const COLORSPACE_JPEG: u32 = 7;
+const COLORSPACE_BT2020: u32 = 10;
+const COLORSPACE_DCI_P3: u32 = 12;
+const YCBCR_ENC_DEFAULT: u32 = 0;
+const YCBCR_ENC_601: u32 = 1;
+const YCBCR_ENC_709: u32 = 2;
+const YCBCR_ENC_XV601: u32 = 3;
+const YCBCR_ENC_XV709: u32 = 4;
+const YCBCR_ENC_SYCC: u32 = 5;
+const YCBCR_ENC_BT2020: u32 = 6;
+const YCBCR_ENC_BT2020_CONST_LUM: u32 = 7;
+const YCBCR_ENC_SMPTE240M: u32 = 8;
+const QUANTIZATION_DEFAULT: u32 = 0;
+const QUANTIZATION_FULL_RANGE: u32 = 1;
+const QUANTIZATION_LIM_RANGE: u32 = 2;
+
+/// The YUV matrix and range of a format the driver reported, with the kernel's rules for
+/// `DEFAULT` values (`V4L2_MAP_YCBCR_ENC_DEFAULT`, `V4L2_MAP_QUANTIZATION_DEFAULT` for YUV
+/// formats: Rec. 709 and DCI-P3 colorspaces encode with BT.709, BT.2020 with BT.2020,
+/// SMPTE 240M with its own, everything else with BT.601; full range for the JPEG
+/// colorspace, limited otherwise). xvYCC encodings are their matrix in limited range (their
+/// extended gamut is the codes outside it, which the conversion clamps like any other);
+/// sYCC is BT.601. The second value says what was approximated: BT.2020's constant-luminance
+/// encoding (converted as the non-constant one) and values this table does not know (BT.601,
+/// limited range, the kernel's own default).
+pub fn yuv_color(colorspace: u32, ycbcr_enc: u32, quantization: u32) -> (YuvColor, Option<String>) {
+    let mut approximation = None;
+    let enc = if ycbcr_enc == YCBCR_ENC_DEFAULT {
+        match colorspace {
+            COLORSPACE_REC709 | COLORSPACE_DCI_P3 => YCBCR_ENC_709,
+            COLORSPACE_BT2020 => YCBCR_ENC_BT2020,
+            COLORSPACE_SMPTE240M => YCBCR_ENC_SMPTE240M,
+            _ => YCBCR_ENC_601,
+        }
+    } else {
+        ycbcr_enc
+    };
+    let matrix = match enc {
+        YCBCR_ENC_601 | YCBCR_ENC_XV601 | YCBCR_ENC_SYCC => YuvMatrix::Bt601,
+        YCBCR_ENC_709 | YCBCR_ENC_XV709 => YuvMatrix::Bt709,
+        YCBCR_ENC_BT2020 => YuvMatrix::Bt2020,
+        YCBCR_ENC_BT2020_CONST_LUM => {
+            approximation = Some(
+                "the driver reports BT.2020 constant-luminance YUV, converted as BT.2020 \
+                 non-constant luminance (set camera.yuv if colours look wrong)"
+                    .to_owned(),
+            );
+            YuvMatrix::Bt2020
+        }
+        YCBCR_ENC_SMPTE240M => YuvMatrix::Smpte240m,
+        other => {
+            approximation = Some(format!(
+                "the driver reports ycbcr_enc {other}, which this daemon does not know: converting as \
+                 BT.601 (set camera.yuv to choose)"
+            ));
+            YuvMatrix::Bt601
+        }
+    };
+    let range = match quantization {
+        QUANTIZATION_FULL_RANGE => YuvRange::Full,
+        QUANTIZATION_LIM_RANGE => YuvRange::Limited,
+        QUANTIZATION_DEFAULT if colorspace == COLORSPACE_JPEG => YuvRange::Full,
+        QUANTIZATION_DEFAULT => YuvRange::Limited,
+        other => {
+            let note = format!(
+                "the driver reports quantization {other}, which this daemon does not know: limited range assumed"
+            );
+            approximation = Some(match approximation {
+                Some(first) => format!("{first}; {note}"),
+                None => note,
+            });
+            YuvRange::Limited
+        }
+    };
+    (YuvColor { matrix, range }, approximation)
 }
 
 impl Drop for V4l2Source {
@@ -300,6 +463,51 @@ mod tests {
         assert_eq!(size, 88);
         #[cfg(target_pointer_width = "32")]
         assert!(size == 68 || size == 80, "{size}: 68 with 32-bit time_t, 80 with 64-bit time_t");
+    }
+
+    /// The kernel's default rules and each explicit value (linux/videodev2.h, and the
+    /// colorimetry tables of the V4L2 documentation).
+    #[test]
+    fn the_reported_colorimetry_maps_to_the_matrix_and_range() {
+        use YuvMatrix::*;
+        use YuvRange::*;
+        let color = |matrix, range| YuvColor { matrix, range };
+        // (colorspace, ycbcr_enc, quantization) -> encoding
+        let cases = [
+            // Defaults: what UVC webcams report (SRGB / SMPTE170M, nothing else set).
+            ((8, 0, 0), color(Bt601, Limited)),
+            ((1, 0, 0), color(Bt601, Limited)),
+            ((0, 0, 0), color(Bt601, Limited)),
+            ((3, 0, 0), color(Bt709, Limited)),
+            ((12, 0, 0), color(Bt709, Limited)),
+            ((10, 0, 0), color(Bt2020, Limited)),
+            ((2, 0, 0), color(Smpte240m, Limited)),
+            // The JPEG colorspace (the Pi's legacy camera, many MJPEG webcams' YUYV modes).
+            ((7, 0, 0), color(Bt601, Full)),
+            // Explicit values win over the colorspace's defaults.
+            ((7, 0, 2), color(Bt601, Limited)),
+            ((8, 2, 1), color(Bt709, Full)),
+            ((3, 1, 0), color(Bt601, Limited)),
+            ((8, 3, 0), color(Bt601, Limited)),
+            ((8, 4, 0), color(Bt709, Limited)),
+            ((8, 5, 1), color(Bt601, Full)),
+            ((10, 6, 1), color(Bt2020, Full)),
+            ((2, 8, 2), color(Smpte240m, Limited)),
+        ];
+        for ((colorspace, enc, q), want) in cases {
+            assert_eq!(
+                yuv_color(colorspace, enc, q),
+                (want, None),
+                "colorspace {colorspace} ycbcr_enc {enc} quantization {q}"
+            );
+        }
+        let (c, why) = yuv_color(10, 7, 0);
+        assert_eq!(c, color(Bt2020, Limited));
+        assert!(why.unwrap().contains("constant-luminance"));
+        let (c, why) = yuv_color(8, 99, 77);
+        assert_eq!(c, YuvColor::BT601_LIMITED);
+        let why = why.unwrap();
+        assert!(why.contains("ycbcr_enc 99") && why.contains("quantization 77"), "{why}");
     }
 
     #[test]

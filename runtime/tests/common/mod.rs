@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bit_runtime::PixelFormat;
 use bit_runtime::contract::{self, Preprocess};
+use bit_runtime::{PixelFormat, YuvColor, YuvMatrix, YuvRange};
 use prost::Message;
 use tract_onnx::pb;
 
@@ -213,6 +213,50 @@ pub fn frame_bytes(format: PixelFormat, w: usize, h: usize, stride: Option<usize
 /// range in f64, rounded; chroma of the pixel's own pair / 2x2 block; grey replicated;
 /// MJPEG through the `image` crate).
 pub fn naive_rgb8(format: PixelFormat, data: &[u8], w: usize, h: usize, stride: Option<usize>) -> Vec<u8> {
+    naive_rgb8_in(YuvColor::BT601_LIMITED, format, data, w, h, stride)
+}
+
+/// Kr and Kb as the standards publish them (ITU-R BT.601, BT.709, BT.2020, SMPTE 240M),
+/// written here rather than taken from the runtime.
+fn published_kr_kb(matrix: YuvMatrix) -> (f64, f64) {
+    match matrix {
+        YuvMatrix::Bt601 => (0.299, 0.114),
+        YuvMatrix::Bt709 => (0.2126, 0.0722),
+        YuvMatrix::Bt2020 => (0.2627, 0.0593),
+        YuvMatrix::Smpte240m => (0.212, 0.087),
+    }
+}
+
+/// One YUV sample to RGB8 by the textbook formula in f64: limited range scales Y by 255/219
+/// from 16 and chroma by 255/224 around 128, full range takes them as they are; then
+/// R = Y + 2(1-Kr) Cr, B = Y + 2(1-Kb) Cb, G = (Y - Kr R - Kb B) / Kg, rounded and clamped.
+pub fn yuv_reference(color: YuvColor, y: u8, u: u8, v: u8) -> [u8; 3] {
+    let (kr, kb) = published_kr_kb(color.matrix);
+    let kg = 1.0 - kr - kb;
+    let (y, cb, cr) = match color.range {
+        YuvRange::Limited => (
+            (y as f64 - 16.0) * 255.0 / 219.0,
+            (u as f64 - 128.0) * 255.0 / 224.0,
+            (v as f64 - 128.0) * 255.0 / 224.0,
+        ),
+        YuvRange::Full => (y as f64, u as f64 - 128.0, v as f64 - 128.0),
+    };
+    let r = y + 2.0 * (1.0 - kr) * cr;
+    let b = y + 2.0 * (1.0 - kb) * cb;
+    let g = (y - kr * r - kb * b) / kg;
+    let q = |x: f64| x.round().clamp(0.0, 255.0) as u8;
+    [q(r), q(g), q(b)]
+}
+
+/// [`naive_rgb8`] for a frame encoded with `color` (YUV formats only read it).
+pub fn naive_rgb8_in(
+    color: YuvColor,
+    format: PixelFormat,
+    data: &[u8],
+    w: usize,
+    h: usize,
+    stride: Option<usize>,
+) -> Vec<u8> {
     if format == PixelFormat::Mjpeg {
         return image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
             .unwrap()
@@ -220,11 +264,7 @@ pub fn naive_rgb8(format: PixelFormat, data: &[u8], w: usize, h: usize, stride: 
             .into_raw();
     }
     let stride = stride.unwrap_or(format.row_bytes(w as u32).unwrap());
-    let yuv = |y: u8, u: u8, v: u8| -> [u8; 3] {
-        let (c, d, e) = (y as f64 - 16.0, u as f64 - 128.0, v as f64 - 128.0);
-        let q = |x: f64| x.round().clamp(0.0, 255.0) as u8;
-        [q(1.164 * c + 1.596 * e), q(1.164 * c - 0.392 * d - 0.813 * e), q(1.164 * c + 2.017 * d)]
-    };
+    let yuv = |y: u8, u: u8, v: u8| yuv_reference(color, y, u, v);
     let mut out = Vec::with_capacity(3 * w * h);
     for y in 0..h {
         let row = &data[y * stride..];
