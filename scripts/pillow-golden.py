@@ -40,8 +40,9 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def ensure_venv():
-    """Re-runs this script inside a venv holding the pinned packages."""
+def ensure_venv(script=__file__):
+    """Re-runs `script` (this one unless a sibling passes its own) inside a venv holding the
+    pinned packages."""
     if os.environ.get("PILLOW_GOLDEN_IN_VENV"):
         return
     python = VENV / "bin" / "python"
@@ -49,7 +50,7 @@ def ensure_venv():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
     env = dict(os.environ, PILLOW_GOLDEN_IN_VENV="1")
-    sys.exit(subprocess.run([str(python), __file__, *sys.argv[1:]], env=env).returncode)
+    sys.exit(subprocess.run([str(python), script, *sys.argv[1:]], env=env).returncode)
 
 
 def synthetic(w, h):
