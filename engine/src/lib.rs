@@ -3,6 +3,7 @@
 //! runtime's public API.
 //!
 //! - [`budget`]: the memory budget checked on a graph before tract allocates.
+//! - [`eval`]: one node evaluated on constant inputs (the import's constant folding).
 //! - [`proto`]: reading ONNX files; attribute, initializer and graph queries.
 //! - [`rewrite`]: the protobuf rewrites applied before tract parses a model.
 //! - [`ops`]: the custom ops those rewrites use, one module each, and the loader that knows
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod eval;
 pub mod ops;
 pub mod optimize;
 pub mod proto;

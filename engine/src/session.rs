@@ -203,7 +203,7 @@ pub fn values(t: &TValue) -> TractResult<Vec<f32>> {
 }
 
 /// The message of a caught panic (`&str` or `String` payloads; anything else is unnamed).
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

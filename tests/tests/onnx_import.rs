@@ -327,3 +327,192 @@ fn other_graphs_import_when_tract_runs_their_ops_and_unknown_ops_are_named() {
     assert!(e.contains("FancySigmoid") && e.contains("bad.onnx"), "{e}");
     assert!(!never.exists());
 }
+
+/// An int64 tensor, as a `Constant`'s value or `ConstantOfShape`'s fill.
+fn i64_tensor(dims: &[i64], values: &[i64]) -> pb::TensorProto {
+    pb::TensorProto {
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Int64 as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// What `torch.onnx.export` (opset 11+) writes for `F.pad(x, pad)` with constant amounts
+/// (`symbolic_opset11._prepare_onnx_paddings`, torch's own folding applied): `pad` in torch's
+/// order (last dimension first, begin/end pairs) completed with zeros by `ConstantOfShape`,
+/// reshaped to pairs, reversed by a `Slice` of step -1, transposed to begins-then-ends,
+/// flattened and cast to int64: 7 nodes, their inputs `Constant` nodes. Returns the pads.
+fn torch_pads(g: &mut GraphBuilder, p: &str, pad: &[i64], rank: i64) -> String {
+    let c = |g: &mut GraphBuilder, name: &str, dims: &[i64], v: &[i64]| {
+        let t = i64_tensor(dims, v);
+        g.node("Constant", &format!("{p}/{name}"), &[], vec![("value", Attr::Tensor(Box::new(t)))])
+    };
+    let extension = c(g, "Constant", &[1], &[2 * rank - pad.len() as i64]);
+    let amounts = c(g, "Constant_1", &[pad.len() as i64], pad);
+    let zeros = g.node(
+        "ConstantOfShape",
+        &format!("{p}/ConstantOfShape"),
+        &[&extension],
+        vec![("value", Attr::Tensor(Box::new(i64_tensor(&[1], &[0]))))],
+    );
+    let all = g.node("Concat", &format!("{p}/Concat"), &[&amounts, &zeros], vec![("axis", Attr::Int(0))]);
+    let pairs_shape = c(g, "Constant_2", &[2], &[-1, 2]);
+    let pairs = g.node("Reshape", &format!("{p}/Reshape"), &[&all, &pairs_shape], vec![]);
+    let axes = c(g, "Constant_3", &[1], &[0]);
+    let starts = c(g, "Constant_4", &[1], &[-1]);
+    let ends = c(g, "Constant_5", &[1], &[-i64::MAX]);
+    let steps = c(g, "Constant_6", &[1], &[-1]);
+    let flipped = g.node("Slice", &format!("{p}/Slice"), &[&pairs, &starts, &ends, &axes, &steps], vec![]);
+    let t =
+        g.node("Transpose", &format!("{p}/Transpose"), &[&flipped], vec![("perm", Attr::Ints(vec![1, 0]))]);
+    let flat_shape = c(g, "Constant_7", &[1], &[-1]);
+    let flat = g.node("Reshape", &format!("{p}/Reshape_1"), &[&t, &flat_shape], vec![]);
+    g.node("Cast", &format!("{p}/Cast"), &[&flat], vec![("to", Attr::Int(7))])
+}
+
+/// Logits of a model through tract (no rewrites, no contract needed) on `x`.
+fn tract_logits(model: &pb::ModelProto, size: u32, x: &[f32]) -> Vec<f32> {
+    let options = bit_engine::Options { rewrite: false, ..bit_engine::Options::new(size) };
+    let mut session = bit_engine::Session::build(model.clone(), &options).unwrap();
+    let out = session.run_f32(x).unwrap();
+    bit_engine::session::values(&out[0]).unwrap()
+}
+
+fn ops_of(model: &pb::ModelProto) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in &model.graph.as_ref().unwrap().node {
+        *m.entry(n.op_type.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// The stem's `Pad` reads an initializer: its int64 values.
+fn pads_of(model: &pb::ModelProto, pad_node: &str) -> Vec<i64> {
+    let graph = model.graph.as_ref().unwrap();
+    let pad = graph.node.iter().find(|n| n.name == pad_node).expect("the Pad node");
+    let t = graph.initializer.iter().find(|t| t.name == pad.input[1]).unwrap_or_else(|| {
+        panic!("pads '{}' are not an initializer; nodes: {:?}", pad.input[1], ops_of(model))
+    });
+    assert_eq!(t.data_type, pb::tensor_proto::DataType::Int64 as i32, "pads keep int64");
+    bit_engine::proto::tensor_i64(t).unwrap()
+}
+
+#[test]
+fn torch_pad_chain_of_the_stem_folds_into_the_pads_initializer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f32t = pb::tensor_proto::DataType::Float;
+    let mut g = GraphBuilder::default();
+    g.input("pixel_values", f32t, &[Ok(1), Ok(3), Ok(24), Ok(24)]);
+    // Distinct amounts, so that a wrong order shows: width 1 | 2, height 3 | 4.
+    let pads = torch_pads(&mut g, "/bit/embedder/convolution/pad", &[1, 2, 3, 4], 4);
+    let zero = g.node(
+        "Constant",
+        "/bit/embedder/convolution/pad/Constant_8",
+        &[],
+        vec![(
+            "value",
+            Attr::Tensor(Box::new(pb::TensorProto {
+                data_type: f32t as i32,
+                float_data: vec![0.0],
+                ..Default::default()
+            })),
+        )],
+    );
+    let padded = g.node("Pad", "stem/pad", &["pixel_values", &pads, &zero], vec![]);
+    let w: Vec<f32> = (0..8 * 3 * 49).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.2).collect();
+    let w = g.f32_const("stem.conv.weight", &[8, 3, 7, 7], &w);
+    let conv = g.node(
+        "Conv",
+        "stem/conv",
+        &[&padded, &w],
+        vec![("kernel_shape", Attr::Ints(vec![7, 7])), ("strides", Attr::Ints(vec![2, 2]))],
+    );
+    let pool = g.node(
+        "MaxPool",
+        "stem/pool",
+        &[&conv],
+        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2]))],
+    );
+    let gap = g.node("GlobalAveragePool", "head/pool", &[&pool], vec![]);
+    let flat = g.node("Flatten", "head/flat", &[&gap], vec![("axis", Attr::Int(1))]);
+    let fw: Vec<f32> = (0..5 * 8).map(|i| (i as f32 * 0.7).sin()).collect();
+    let fw = g.f32_const("head.fc.weight", &[5, 8], &fw);
+    g.node("Gemm", "logits", &[&flat, &fw], vec![("transB", Attr::Int(1))]);
+    g.output("logits", f32t, &[Ok(1), Ok(5)]);
+    let mut model = g.into_model("torch_jit", &[]);
+    model.opset_import[0].version = 17;
+    let path = tmp.path().join("pad-chain.onnx");
+    bit_tools::onnx::write_model(&model, &path).unwrap();
+    let out = tmp.path().join("pad-chain-imported.onnx");
+    let r = bit_tools::onnx_import::import_onnx(&path, &out, &Default::default()).unwrap();
+    println!("before {:?}\nafter  {:?}", r.ops_before, r.ops_after);
+    for op in ["ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Constant"] {
+        assert!(r.ops_before.contains_key(op), "{op} is in the export");
+        assert!(!r.ops_after.contains_key(op), "{op} left after import: {:?}", r.ops_after);
+    }
+    assert_eq!(r.folded, 16, "7 chain nodes and 9 Constants");
+    assert_eq!(r.folded_by_tract, 3, "ConstantOfShape, Slice, Transpose");
+    assert!(r.constant_left.is_empty(), "{:?}", r.constant_left);
+    let imported = bit_engine::proto::read(&out).unwrap();
+    // ONNX order: begins of N, C, H, W, then ends.
+    assert_eq!(pads_of(&imported, "stem/pad"), [0, 0, 3, 1, 0, 0, 4, 2]);
+
+    let x: Vec<f32> = (0..3 * 24 * 24).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let (expected, got) = (tract_logits(&model, 24, &x), tract_logits(&imported, 24, &x));
+    let d = max_abs_diff(&got, &expected);
+    println!("logits {got:?}, max |difference| from the unfolded export {d:e}");
+    assert!(d <= 1e-6, "{got:?} vs {expected:?}");
+}
+
+/// tests/data/transformers-bit-tiny.onnx: `scripts/torch-export.py --tiny`, a random-weight
+/// transformers `BitForImageClassification` (preactivation, SAME padding, dynamic stem
+/// padding, 8-32 channels) exported by `torch.onnx.export` (TorchScript, opset 17), and the
+/// logits of torch and of ONNX Runtime on the script's input formula beside it. (tract itself
+/// cannot run the export unchanged: its weight standardization is `BatchNormalization` in
+/// training mode, with 3 outputs.)
+#[test]
+fn a_transformers_export_by_torch_imports_and_gives_torchs_logits() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let export = data.join("transformers-bit-tiny.onnx");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("transformers-bit-tiny.json")).unwrap())
+            .unwrap();
+    let size = expected["size"].as_u64().unwrap() as u32;
+    let logits = |key: &str| -> Vec<f32> {
+        expected[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    };
+    let (torch, ort) = (logits("torch_logits"), logits("onnxruntime_logits"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("imported.onnx");
+    let r = bit_tools::onnx_import::import_onnx(&export, &out, &Default::default()).unwrap();
+    println!(
+        "before {:?}\nafter  {:?}\nfolded {} ({} by tract)",
+        r.ops_before, r.ops_after, r.folded, r.folded_by_tract
+    );
+    assert!(r.constant_left.is_empty(), "{:?}", r.constant_left);
+    for op in ["BatchNormalization", "ReduceMean", "InstanceNormalization", "Constant", "Identity", "Mul"] {
+        assert!(!r.ops_after.contains_key(op), "{op} left after import: {:?}", r.ops_after);
+    }
+    // The stem convolution's pad chain is constant and goes; the four other Pads (stem
+    // pool, strided 3x3 convs) compute their amounts from Shape of an activation, which
+    // tract folds at load once the input size is fixed.
+    assert_eq!(r.ops_before.get("ConstantOfShape"), Some(&5));
+    assert_eq!(r.ops_after.get("ConstantOfShape"), Some(&4));
+    assert_eq!(r.folded_by_tract, 3);
+    let imported = bit_engine::proto::read(&out).unwrap();
+    // SAME for a 7x7/2 kernel on 64: 5 in all, 2 before and 3 after on each side.
+    assert_eq!(pads_of(&imported, "/bit/embedder/convolution/pad/Pad"), [0, 0, 2, 2, 0, 0, 3, 3]);
+
+    let x: Vec<f32> = (0..3 * size as usize * size as usize)
+        .map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0)
+        .map(|v| v as f32)
+        .collect();
+    let mut model =
+        Model::load(&out, &LoadOptions { input_size: Some(size), threads: 1, labels: None }).unwrap();
+    let got = model.logits(&x).unwrap();
+    let (d_torch, d_ort) = (max_abs_diff(&got, &torch), max_abs_diff(&got, &ort));
+    println!("max |logit difference|: {d_torch:.2e} vs torch, {d_ort:.2e} vs ONNX Runtime on the export");
+    assert!(d_torch <= 1e-4, "{got:?} vs torch {torch:?}");
+    assert!(d_ort <= 1e-4, "{got:?} vs ONNX Runtime {ort:?}");
+}

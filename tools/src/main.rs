@@ -376,16 +376,20 @@ fn run(cli: Cli) -> Result<()> {
                     m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
                 };
                 println!(
-                    "wrote {}: ONNX export, {} classes, labels: {}; {} constant nodes folded (weight standardization), {} GroupNorms rewritten ({:.1} s)",
+                    "wrote {}: ONNX export, {} classes, labels: {}; {} constant nodes folded ({} by tract), {} GroupNorms rewritten ({:.1} s)",
                     out.display(),
                     r.classes.map_or("?".into(), |c| c.to_string()),
                     r.labels_source,
                     r.folded,
+                    r.folded_by_tract,
                     r.group_norms,
                     start.elapsed().as_secs_f64()
                 );
                 println!("ops before: {}", ops(&r.ops_before));
                 println!("ops after:  {}", ops(&r.ops_after));
+                for left in &r.constant_left {
+                    println!("constant node left in the graph: {left}");
+                }
                 println!("preprocessing contract: {}", serde_json::to_string(&r.preprocess)?);
                 return Ok(());
             }

@@ -36,6 +36,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     /// One float.
     Float(f32),
+    /// A tensor (`Constant`'s `value`, `ConstantOfShape`'s fill value).
+    Tensor(Box<pb::TensorProto>),
 }
 
 impl GraphBuilder {
@@ -111,6 +113,10 @@ impl GraphBuilder {
                     Attr::Float(f) => {
                         a.f = f;
                         a.r#type = AttributeType::Float as i32;
+                    }
+                    Attr::Tensor(t) => {
+                        a.t = Some(*t);
+                        a.r#type = AttributeType::Tensor as i32;
                     }
                 }
                 a

@@ -8,8 +8,16 @@
 //! -> Reshape -> Mul -> Add` with `[C,1,1]` constants, a slow path in tract. Here:
 //!
 //! 1. **Constant folding**: every node whose inputs are all initializers or constants (the
-//!    weight standardization, shape arithmetic) is evaluated once, in f64, by a small
-//!    evaluator written for these ops ([`EVALUATED`]), and replaced by an initializer.
+//!    weight standardization, shape arithmetic, the pad amounts `torch.onnx.export` computes
+//!    for `F.pad` as `ConstantOfShape -> Concat -> Reshape -> Slice(step -1) -> Transpose ->
+//!    Reshape -> Cast`) is evaluated once and replaced by an initializer, whatever its op,
+//!    until no such node is left. The ops in [`EVALUATED`] go through a small evaluator
+//!    written for them, exact in f64 (the weight standardization rounds once, to the f32
+//!    kernel); every other op, and these on element types that evaluator does not hold
+//!    (bool, int32, float64, ...), is run by tract on its own ([`bit_engine::eval`]), and its
+//!    result keeps the element type tract returns. Random ops
+//!    ([`bit_engine::eval::NONDETERMINISTIC`]) are never folded; a node tract cannot
+//!    evaluate stays in the graph, and the report lists it with tract's reason.
 //! 2. **GroupNorm**: each decomposed GroupNorm becomes one `GroupNormalization` node
 //!    (opset 21, per-channel scale and bias: the form `bit_graph` writes and the runtime
 //!    fuses).
@@ -22,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use tract_onnx::pb;
+use tract_onnx::prelude::{Datum, DatumType, Tensor};
 
 use crate::ImportOptions;
 use crate::contract::ContractChoice;
@@ -29,7 +38,8 @@ use crate::error::ImportError;
 use crate::onnx::write_model;
 use crate::probe::read_proto;
 
-/// Ops the constant folder evaluates.
+/// Ops the constant folder evaluates itself (in f64, on f32 and i64 values); tract evaluates
+/// the others.
 pub const EVALUATED: &[&str] = &[
     "Constant",
     "Identity",
@@ -62,6 +72,11 @@ pub struct OnnxImportReport {
     pub ops_after: BTreeMap<String, usize>,
     /// Nodes evaluated at import and replaced by initializers.
     pub folded: usize,
+    /// How many of those tract evaluated (the others went through [`EVALUATED`]'s evaluator).
+    pub folded_by_tract: usize,
+    /// Nodes whose inputs are all constant but which stay, each as `'name' (Op): why`
+    /// (random ops, ops tract cannot evaluate).
+    pub constant_left: Vec<String>,
     /// Decomposed GroupNorms rewritten to `GroupNormalization`.
     pub group_norms: usize,
     /// Classes (the output's last dimension), if static.
@@ -72,48 +87,152 @@ pub struct OnnxImportReport {
     pub preprocess: bit_runtime::Preprocess,
 }
 
-/// A constant tensor: f64 or i64 values, row-major, and its shape.
+/// A constant tensor, row-major.
 #[derive(Clone, Debug, PartialEq)]
 enum Val {
+    /// An f32 tensor, its values held in f64 so that a chain of evaluated ops rounds once,
+    /// when written.
     F(Vec<f64>, Vec<usize>),
+    /// An i64 tensor.
     I(Vec<i64>, Vec<usize>),
+    /// Any other ONNX element type (bool, int32, float64, ...): the tensor as ONNX holds it,
+    /// its `dims` kept equal to the shape beside it, written back with its own type and
+    /// bytes. [`eval`] never sees one: tract evaluates the nodes that read it.
+    T(Box<pb::TensorProto>, Vec<usize>),
 }
 
 impl Val {
     fn shape(&self) -> &[usize] {
         match self {
-            Val::F(_, s) | Val::I(_, s) => s,
+            Val::F(_, s) | Val::I(_, s) | Val::T(_, s) => s,
         }
+    }
+    /// Whether [`eval`] takes it.
+    fn is_plain(&self) -> bool {
+        !matches!(self, Val::T(..))
     }
     fn floats(&self) -> Vec<f64> {
         match self {
             Val::F(v, _) => v.clone(),
             Val::I(v, _) => v.iter().map(|&x| x as f64).collect(),
+            Val::T(t, _) => load_tensor(t).ok().and_then(|t| tensor_values(&t)).unwrap_or_default(),
         }
     }
     fn ints(&self) -> Vec<i64> {
         match self {
             Val::I(v, _) => v.clone(),
             Val::F(v, _) => v.iter().map(|&x| x as i64).collect(),
+            Val::T(t, _) => load_tensor(t).ok().and_then(|t| tensor_values(&t)).unwrap_or_default(),
         }
     }
+    /// The same values in `shape`, which callers make of the same number of elements.
     fn reshaped(self, shape: Vec<usize>) -> Val {
         match self {
             Val::F(v, _) => Val::F(v, shape),
             Val::I(v, _) => Val::I(v, shape),
+            Val::T(mut t, _) => {
+                t.dims = shape.iter().map(|&d| d as i64).collect();
+                Val::T(t, shape)
+            }
         }
     }
+    /// A tensor tract computed: f32 and i64 (and tract's shape integers, as i64) in the
+    /// evaluator's form, any other ONNX type as ONNX writes it; why not for types ONNX has no
+    /// name for.
+    fn from_tensor(t: Tensor) -> Result<Val, String> {
+        let (dt, shape) = (t.datum_type(), t.shape().to_vec());
+        let unnamed = || format!("tract computes {dt:?}, which ONNX has no type for");
+        match dt {
+            DatumType::F32 => Ok(Val::F(
+                tensor_values::<f32>(&t).ok_or_else(unnamed)?.into_iter().map(f64::from).collect(),
+                shape,
+            )),
+            DatumType::I64 | DatumType::TDim => Ok(Val::I(
+                tensor_values(&t).ok_or_else(|| format!("tract computes {dt:?} values: {t:?}"))?,
+                shape,
+            )),
+            _ => {
+                let data_type = onnx_type(dt).ok_or_else(unnamed)?;
+                let view = t.try_as_plain_ram().map_err(|e| format!("{dt:?} tensor not in memory: {e}"))?;
+                let mut proto = pb::TensorProto {
+                    dims: shape.iter().map(|&d| d as i64).collect(),
+                    data_type: data_type as i32,
+                    ..Default::default()
+                };
+                if dt == DatumType::String {
+                    let strings = view.as_slice::<String>().map_err(|e| format!("{e}"))?;
+                    proto.string_data = strings.iter().map(|s| s.as_bytes().to_vec()).collect();
+                } else {
+                    // tract's bytes are in the host's order, raw_data little-endian: the same
+                    // on every target of this workspace.
+                    proto.raw_data = view.as_bytes().to_vec();
+                }
+                Ok(Val::T(Box::new(proto), shape))
+            }
+        }
+    }
+}
+
+/// A tensor as tract reads it from a model (a panic inside tract caught as an error).
+fn load_tensor(t: &pb::TensorProto) -> Result<Tensor, String> {
+    std::panic::catch_unwind(|| {
+        tract_onnx::tensor::load_tensor(&*tract_onnx::data_resolver::default(), t, None)
+    })
+    .map_err(|_| "tract panicked reading it".to_string())?
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// The values of `t` cast to `D`.
+fn tensor_values<D: Datum + Copy>(t: &Tensor) -> Option<Vec<D>> {
+    let cast = t.cast_to::<D>().ok()?;
+    let values = cast.try_as_plain_ram().ok()?.as_slice::<D>().ok()?.to_vec();
+    Some(values)
+}
+
+/// The ONNX element type of a tract one.
+fn onnx_type(dt: DatumType) -> Option<pb::tensor_proto::DataType> {
+    use pb::tensor_proto::DataType as D;
+    Some(match dt {
+        DatumType::Bool => D::Bool,
+        DatumType::U8 => D::Uint8,
+        DatumType::U16 => D::Uint16,
+        DatumType::U32 => D::Uint32,
+        DatumType::U64 => D::Uint64,
+        DatumType::I8 => D::Int8,
+        DatumType::I16 => D::Int16,
+        DatumType::I32 => D::Int32,
+        DatumType::I64 => D::Int64,
+        DatumType::F16 => D::Float16,
+        DatumType::F32 => D::Float,
+        DatumType::F64 => D::Double,
+        DatumType::String => D::String,
+        _ => return None,
+    })
 }
 
 fn err(path: &Path, key: &str, detail: impl Into<String>) -> ImportError {
     ImportError::Unsupported { path: path.to_owned(), key: key.to_owned(), detail: detail.into() }
 }
 
+/// An error at `node`, named with its op.
+fn node_err(path: &Path, node: &pb::NodeProto, detail: impl Into<String>) -> ImportError {
+    err(path, &format!("{} ({})", node.name, node.op_type), detail)
+}
+
 /// Reads an initializer or `Constant` tensor.
 fn read_tensor(path: &Path, t: &pb::TensorProto) -> Result<Val, ImportError> {
     use pb::tensor_proto::DataType as D;
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-    let n: usize = shape.iter().product();
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| err(path, &t.name, format!("dimension {d} in {:?}", t.dims)))
+        })
+        .collect::<Result<_, _>>()?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| err(path, &t.name, format!("shape {shape:?} has more elements than memory")))?;
     if !t.external_data.is_empty() {
         return Err(err(
             path,
@@ -122,32 +241,35 @@ fn read_tensor(path: &Path, t: &pb::TensorProto) -> Result<Val, ImportError> {
         ));
     }
     let raw = &t.raw_data;
-    let val = match D::try_from(t.data_type).unwrap_or(D::Undefined) {
+    let data_type = D::try_from(t.data_type).unwrap_or(D::Undefined);
+    let val = match data_type {
         D::Float if !raw.is_empty() => Val::F(
             raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4")) as f64).collect(),
             shape.clone(),
         ),
         D::Float => Val::F(t.float_data.iter().map(|&x| x as f64).collect(), shape.clone()),
-        D::Double if !raw.is_empty() => Val::F(
-            raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8"))).collect(),
-            shape.clone(),
-        ),
-        D::Double => Val::F(t.double_data.clone(), shape.clone()),
         D::Int64 if !raw.is_empty() => Val::I(
             raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8"))).collect(),
             shape.clone(),
         ),
         D::Int64 => Val::I(t.int64_data.clone(), shape.clone()),
-        D::Int32 if !raw.is_empty() => Val::I(
-            raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4")) as i64).collect(),
-            shape.clone(),
-        ),
-        D::Int32 => Val::I(t.int32_data.iter().map(|&x| x as i64).collect(), shape.clone()),
-        other => return Err(err(path, &t.name, format!("tensor type {other:?} is not supported"))),
+        other => {
+            // Checked by tract, kept as written.
+            let tensor =
+                load_tensor(t).map_err(|e| err(path, &t.name, format!("tensor type {other:?}: {e}")))?;
+            if onnx_type(tensor.datum_type()).is_none() {
+                return Err(err(path, &t.name, format!("tensor type {other:?} is not supported")));
+            }
+            if tensor.len() != n {
+                return Err(err(path, &t.name, format!("{} values for shape {shape:?}", tensor.len())));
+            }
+            Val::T(Box::new(pb::TensorProto { name: String::new(), ..t.clone() }), shape.clone())
+        }
     };
     let len = match &val {
         Val::F(v, _) => v.len(),
         Val::I(v, _) => v.len(),
+        Val::T(..) => n,
     };
     if len != n {
         return Err(err(path, &t.name, format!("{len} values for shape {shape:?}")));
@@ -172,6 +294,7 @@ fn write_tensor(name: &str, v: &Val) -> pb::TensorProto {
             raw_data: x.iter().flat_map(|i| i.to_le_bytes()).collect(),
             ..Default::default()
         },
+        Val::T(t, _) => pb::TensorProto { name: name.to_owned(), dims, ..(**t).clone() },
     }
 }
 
@@ -228,6 +351,8 @@ fn source_index(i: usize, out: &[usize], out_strides: &[usize], s: &[usize]) -> 
     (0..s.len()).map(|d| if s[d] == 1 { 0 } else { (i / out_strides[d + off]) % out[d + off] * st[d] }).sum()
 }
 
+/// `a op b`, broadcast; `None` if the shapes do not broadcast or an integer result is not
+/// exact here (`Pow`, division by zero, overflow).
 fn binary(a: &Val, b: &Val, op: &str) -> Option<Val> {
     let out = broadcast(a.shape(), b.shape())?;
     let n: usize = out.iter().product();
@@ -235,10 +360,10 @@ fn binary(a: &Val, b: &Val, op: &str) -> Option<Val> {
     let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
     if let (Val::I(x, _), Val::I(y, _)) = (a, b) {
         let f = |p: i64, q: i64| match op {
-            "Add" => Some(p + q),
-            "Sub" => Some(p - q),
-            "Mul" => Some(p * q),
-            "Div" if q != 0 => Some(p / q),
+            "Add" => p.checked_add(q),
+            "Sub" => p.checked_sub(q),
+            "Mul" => p.checked_mul(q),
+            "Div" => p.checked_div(q),
             _ => None,
         };
         let v: Option<Vec<i64>> = (0..n)
@@ -285,14 +410,36 @@ fn reduce_mean(x: &[f64], shape: &[usize], axes: &[usize], keep: bool) -> (Vec<f
 
 /// Evaluates one node on constant inputs; `None` if the op or this use of it is not
 /// covered (the node then stays in the graph).
+/// A missing input also gives `None`, so that tract, which evaluates the node instead, says
+/// what is wrong with it.
 fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Option<Vec<Val>>, ImportError> {
     let get = |i: usize| inputs.get(i).copied().flatten();
-    let x = get(0);
     let one = |v: Val| Ok(Some(vec![v]));
-    match node.op_type.as_str() {
+    let invalid = |detail: String| Err(node_err(path, node, detail));
+    // The evaluator holds each value in 8 bytes.
+    let within_budget = |shape: &[usize]| {
+        let bytes = shape.iter().try_fold(8u64, |n, &d| n.checked_mul(d as u64));
+        if bytes.is_none_or(|b| b > bit_engine::budget::MAX_TENSOR_BYTES) {
+            return Err(node_err(
+                path,
+                node,
+                format!("an output of shape {shape:?} is over the memory budget"),
+            ));
+        }
+        Ok(())
+    };
+    let op = node.op_type.as_str();
+    // Constant has no input and Concat reads them all: neither reads this.
+    let none = Val::I(vec![], vec![0]);
+    let x = match get(0) {
+        Some(x) => x,
+        None if matches!(op, "Constant" | "Concat") => &none,
+        None => return Ok(None),
+    };
+    match op {
         "Constant" => {
             if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
-                return one(read_tensor(path, t)?);
+                return one(read_tensor(path, t).map_err(|e| node_err(path, node, e.to_string()))?);
             }
             if let Some(a) = attr(node, "value_float") {
                 return one(Val::F(vec![a.f as f64], vec![]));
@@ -308,35 +455,44 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
             }
             Ok(None)
         }
-        "Identity" => one(x.cloned().expect("input")),
+        "Identity" => one(x.clone()),
         "Cast" => {
-            let x = x.expect("input");
             match attr_i(node, "to", 0) {
-                1 | 10 | 11 => one(Val::F(x.floats(), x.shape().to_vec())),
-                6 | 7 => one(Val::I(x.ints(), x.shape().to_vec())),
+                // To f32 and i64 only: other types are tract's.
+                1 => one(Val::F(x.floats(), x.shape().to_vec())),
+                // From the f32 the tensor holds, not the f64 the evaluator computed it in.
+                7 => match x {
+                    Val::F(v, s) => one(Val::I(v.iter().map(|&f| f as f32 as i64).collect(), s.clone())),
+                    _ => one(x.clone()),
+                },
                 _ => Ok(None),
             }
         }
         "Reshape" | "Flatten" => {
-            let x = x.expect("input");
             let n: usize = x.shape().iter().product();
             let shape = if node.op_type == "Flatten" {
                 let a = axis(attr_i(node, "axis", 1), x.shape().len());
+                if a > x.shape().len() {
+                    return invalid(format!("axis {a} of a tensor of shape {:?}", x.shape()));
+                }
                 vec![x.shape()[..a].iter().product(), x.shape()[a..].iter().product()]
             } else {
                 let Some(spec) = get(1) else { return Ok(None) };
                 let spec = spec.ints();
-                let mut s: Vec<usize> = spec
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &d)| {
-                        if d == 0 && attr_i(node, "allowzero", 0) == 0 {
-                            x.shape()[i]
-                        } else {
-                            d.max(0) as usize
+                let copy = attr_i(node, "allowzero", 0) == 0;
+                let mut s = Vec::with_capacity(spec.len());
+                for (i, &d) in spec.iter().enumerate() {
+                    s.push(match x.shape().get(i) {
+                        Some(&kept) if d == 0 && copy => kept,
+                        None if d == 0 && copy => {
+                            return invalid(format!(
+                                "shape {spec:?} copies dimension {i} of {:?}",
+                                x.shape()
+                            ));
                         }
-                    })
-                    .collect();
+                        _ => d.max(0) as usize,
+                    });
+                }
                 if let Some(p) = spec.iter().position(|&d| d == -1) {
                     let known: usize =
                         s.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, &d)| d).product();
@@ -344,13 +500,13 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
                 }
                 s
             };
-            if shape.iter().product::<usize>() != n {
-                return Err(err(path, &node.name, format!("cannot reshape {:?} to {shape:?}", x.shape())));
+            if shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d)) != Some(n) {
+                return invalid(format!("cannot reshape {:?} to {shape:?}", x.shape()));
             }
             one(x.clone().reshaped(shape))
         }
         "Shape" => {
-            let s = x.expect("input").shape();
+            let s = x.shape();
             let r = s.len() as i64;
             let clip = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
             let (a, b) = (clip(attr_i(node, "start", 0)), clip(attr_i(node, "end", r)));
@@ -359,11 +515,11 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
             one(Val::I(v, vec![n]))
         }
         "Gather" => {
-            let (x, idx) = (x.expect("input"), get(1).expect("indices"));
+            let Some(idx) = get(1) else { return Ok(None) };
             if axis(attr_i(node, "axis", 0), x.shape().len()) != 0 {
                 return Ok(None);
             }
-            let rows = x.shape().first().copied().unwrap_or(0);
+            let Some(&rows) = x.shape().first() else { return invalid("Gather on a scalar".into()) };
             let row: usize = x.shape()[1..].iter().product();
             let mut shape: Vec<usize> = idx.shape().to_vec();
             shape.extend_from_slice(&x.shape()[1..]);
@@ -373,8 +529,9 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
                 .map(|&i| if i < 0 { (i + rows as i64) as usize } else { i as usize })
                 .collect();
             if picks.iter().any(|&p| p >= rows) {
-                return Err(err(path, &node.name, "Gather index out of range"));
+                return invalid(format!("an index is out of range for {rows} rows"));
             }
+            within_budget(&shape)?;
             match x {
                 Val::F(v, _) => one(Val::F(
                     picks.iter().flat_map(|&p| v[p * row..(p + 1) * row].to_vec()).collect(),
@@ -384,10 +541,10 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
                     picks.iter().flat_map(|&p| v[p * row..(p + 1) * row].to_vec()).collect(),
                     shape,
                 )),
+                Val::T(..) => Ok(None),
             }
         }
         "Unsqueeze" | "Squeeze" => {
-            let x = x.expect("input");
             let axes = match get(1) {
                 Some(a) => Some(a.ints()),
                 None => attr_ints(node, "axes"),
@@ -407,6 +564,9 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
                     Some(a) => a.iter().map(|&a| axis(a, r)).collect(),
                     None => (0..r).filter(|&d| shape[d] == 1).collect(),
                 };
+                if let Some(&a) = axes.iter().find(|&&a| shape.get(a).is_some_and(|&d| d != 1)) {
+                    return invalid(format!("axis {a} of shape {shape:?} is not of size 1"));
+                }
                 shape =
                     shape.iter().enumerate().filter(|(d, _)| !axes.contains(d)).map(|(_, &s)| s).collect();
             }
@@ -414,7 +574,7 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
         }
         "Concat" => {
             let vals: Vec<&Val> = inputs.iter().flatten().copied().collect();
-            let r = vals[0].shape().len();
+            let Some(r) = vals.first().map(|v| v.shape().len()) else { return Ok(None) };
             let a = axis(attr_i(node, "axis", 0), r);
             if a != 0 || vals.iter().any(|v| v.shape().len() != 1) {
                 return Ok(None);
@@ -430,13 +590,20 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
             }
         }
         "Add" | "Sub" | "Mul" | "Div" | "Pow" => {
-            let r = binary(x.expect("a"), get(1).expect("b"), &node.op_type).ok_or_else(|| {
-                err(path, &node.name, format!("{} of shapes that do not broadcast", node.op_type))
-            })?;
-            one(r)
+            let Some(y) = get(1) else { return Ok(None) };
+            let Some(shape) = broadcast(x.shape(), y.shape()) else {
+                return invalid(format!("shapes {:?} and {:?} do not broadcast", x.shape(), y.shape()));
+            };
+            within_budget(&shape)?;
+            Ok(binary(x, y, op).map(|v| vec![v]))
         }
+        "Neg" if matches!(x, Val::I(..)) => {
+            let v: Option<Vec<i64>> = x.ints().iter().map(|v| v.checked_neg()).collect();
+            Ok(v.map(|v| vec![Val::I(v, x.shape().to_vec())]))
+        }
+        // Float ops; integer ReduceMean is tract's.
+        "Sqrt" | "Reciprocal" | "ReduceMean" if !matches!(x, Val::F(..)) => Ok(None),
         "Sqrt" | "Reciprocal" | "Neg" => {
-            let x = x.expect("input");
             let f = |v: f64| match node.op_type.as_str() {
                 "Sqrt" => v.sqrt(),
                 "Reciprocal" => 1.0 / v,
@@ -445,7 +612,6 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
             one(Val::F(x.floats().into_iter().map(f).collect(), x.shape().to_vec()))
         }
         "ReduceMean" => {
-            let x = x.expect("input");
             let r = x.shape().len();
             let axes: Vec<usize> = match get(1).map(|a| a.ints()).or_else(|| attr_ints(node, "axes")) {
                 Some(a) if !a.is_empty() => a.iter().map(|&a| axis(a, r)).collect(),
@@ -456,13 +622,20 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
             one(Val::F(v, s))
         }
         "BatchNormalization" => {
-            let x = x.expect("input");
-            let (scale, bias) = (get(1).expect("scale").floats(), get(2).expect("bias").floats());
+            let (Some(scale), Some(bias), Some(mean_in), Some(var_in)) = (get(1), get(2), get(3), get(4))
+            else {
+                return Ok(None);
+            };
+            let (scale, bias, mean_in, var_in) =
+                (scale.floats(), bias.floats(), mean_in.floats(), var_in.floats());
             let shape = x.shape().to_vec();
             if shape.len() < 2 {
                 return Ok(None);
             }
             let c = shape[1];
+            if [&scale, &bias, &mean_in, &var_in].iter().any(|v| v.len() != c) {
+                return invalid(format!("scale, bias, mean and var are not of {c} values, one per channel"));
+            }
             let eps = attr_f(node, "epsilon", 1e-5) as f64;
             let training = attr_i(node, "training_mode", 0) == 1;
             let xs = x.floats();
@@ -475,7 +648,7 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
                 let (v, _) = reduce_mean(&sq, &shape, &axes, true);
                 (m, v)
             } else {
-                (get(3).expect("mean").floats(), get(4).expect("var").floats())
+                (mean_in.clone(), var_in.clone())
             };
             let inner: usize = shape[2..].iter().product();
             let y: Vec<f64> = xs
@@ -490,7 +663,7 @@ fn eval(node: &pb::NodeProto, inputs: &[Option<&Val>], path: &Path) -> Result<Op
             if training && node.output.len() > 1 {
                 // running_mean/var = input * momentum + batch statistic * (1 - momentum).
                 let momentum = attr_f(node, "momentum", 0.9) as f64;
-                let (rm, rv) = (get(3).expect("mean").floats(), get(4).expect("var").floats());
+                let (rm, rv) = (&mean_in, &var_in);
                 outs.push(Val::F(
                     rm.iter().zip(&mean).map(|(r, m)| r * momentum + m * (1.0 - momentum)).collect(),
                     vec![c],
@@ -514,32 +687,101 @@ fn count_ops(graph: &pb::GraphProto) -> BTreeMap<String, usize> {
     m
 }
 
-/// Folds constant subgraphs; returns the number of nodes evaluated.
-fn fold_constants(path: &Path, graph: &mut pb::GraphProto) -> Result<usize, ImportError> {
+/// What [`fold_constants`] did.
+#[derive(Default)]
+struct Folded {
+    nodes: usize,
+    by_tract: usize,
+    left: Vec<String>,
+}
+
+/// Evaluates `node` with tract; its values, one per non-empty output, or why not.
+fn eval_with_tract(
+    framework: &tract_onnx::Onnx,
+    node: &pb::NodeProto,
+    inputs: &[Option<&Val>],
+    model: (&[pb::OperatorSetIdProto], i64),
+) -> Result<Vec<Val>, String> {
+    let mut named = HashSet::new();
+    let initializers: Vec<pb::TensorProto> = node
+        .input
+        .iter()
+        .zip(inputs)
+        .filter_map(|(name, v)| Some((name, (*v)?)))
+        .filter(|(name, _)| named.insert(name.as_str()))
+        .map(|(name, v)| write_tensor(name, v))
+        .collect();
+    let tensors = bit_engine::eval::eval_node(framework, node, initializers, model.0, model.1)
+        .map_err(|e| format!("{e:#}"))?;
+    let outputs = node.output.iter().filter(|o| !o.is_empty()).count();
+    if tensors.len() != outputs {
+        return Err(format!("tract computes {} values for {outputs} outputs", tensors.len()));
+    }
+    tensors.into_iter().map(Val::from_tensor).collect()
+}
+
+/// Folds constant subgraphs: evaluates every node whose inputs are all constant, in passes
+/// until one folds nothing, and leaves the initializers the remaining graph reads.
+/// `model` is the opsets and IR version of the model the graph belongs to.
+fn fold_constants(
+    path: &Path,
+    graph: &mut pb::GraphProto,
+    model: (&[pb::OperatorSetIdProto], i64),
+) -> Result<Folded, ImportError> {
     let mut consts: HashMap<String, Val> = HashMap::new();
     for t in &graph.initializer {
         consts.insert(t.name.clone(), read_tensor(path, t)?);
     }
-    let mut kept = Vec::new();
-    let mut folded = 0;
-    for node in std::mem::take(&mut graph.node) {
-        let all_const = node.input.iter().all(|i| i.is_empty() || consts.contains_key(i));
-        if all_const && EVALUATED.contains(&node.op_type.as_str()) {
-            let inputs: Vec<Option<&Val>> =
-                node.input.iter().map(|i| if i.is_empty() { None } else { consts.get(i) }).collect();
-            if let Some(outs) = eval(&node, &inputs, path)? {
-                for (name, v) in node.output.iter().zip(outs) {
-                    if !name.is_empty() {
-                        consts.insert(name.clone(), v);
-                    }
-                }
-                folded += 1;
+    let framework = bit_engine::ops::onnx();
+    let mut folded = Folded::default();
+    // Why tract could not evaluate a node, by its first output: tried once.
+    let mut refused: HashMap<String, String> = HashMap::new();
+    let key = |node: &pb::NodeProto| node.output.iter().find(|o| !o.is_empty()).cloned().unwrap_or_default();
+    loop {
+        let before = folded.nodes;
+        let mut kept = Vec::new();
+        for node in std::mem::take(&mut graph.node) {
+            let all_const = node.input.iter().all(|i| i.is_empty() || consts.contains_key(i));
+            if !all_const || refused.contains_key(&key(&node)) {
+                kept.push(node);
                 continue;
             }
+            let inputs: Vec<Option<&Val>> =
+                node.input.iter().map(|i| if i.is_empty() { None } else { consts.get(i) }).collect();
+            // The evaluator's values go to the outputs by position, empty names included.
+            let slots = node.output.iter().rposition(|o| !o.is_empty()).map_or(0, |i| i + 1);
+            let by_hand =
+                EVALUATED.contains(&node.op_type.as_str()) && inputs.iter().flatten().all(|v| v.is_plain());
+            let values: Vec<(String, Val)> = match by_hand.then(|| eval(&node, &inputs, path)).transpose()? {
+                Some(Some(vals)) if vals.len() >= slots => {
+                    node.output.iter().cloned().zip(vals).filter(|(name, _)| !name.is_empty()).collect()
+                }
+                _ => match eval_with_tract(&framework, &node, &inputs, model) {
+                    Ok(vals) => {
+                        folded.by_tract += 1;
+                        node.output.iter().filter(|o| !o.is_empty()).cloned().zip(vals).collect()
+                    }
+                    Err(why) => {
+                        log::debug!("constant node '{}' ({}) left: {why}", node.name, node.op_type);
+                        refused.insert(key(&node), why);
+                        kept.push(node);
+                        continue;
+                    }
+                },
+            };
+            consts.extend(values);
+            folded.nodes += 1;
         }
-        kept.push(node);
+        graph.node = kept;
+        if folded.nodes == before {
+            break;
+        }
     }
-    graph.node = kept;
+    for node in &graph.node {
+        if let Some(why) = refused.get(&key(node)) {
+            folded.left.push(format!("'{}' ({}): {why}", node.name, node.op_type));
+        }
+    }
     // Initializers: exactly the constants the remaining graph reads.
     let mut used: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
@@ -581,22 +823,27 @@ fn rewrite_group_norms(path: &Path, graph: &mut pb::GraphProto) -> Result<usize,
             _ => None,
         };
         let const_val = |name: &str| initializer(graph, name).map(|t| read_tensor(path, t)).transpose();
+        // The inputs the pattern's ops take, and an output: a node without them is not it.
+        let arity = |n: &pb::NodeProto, inputs: usize| n.input.len() >= inputs && !n.output.is_empty();
         let mut found = None;
         for (i1, n1) in graph.node.iter().enumerate() {
-            if n1.op_type != "Reshape" {
+            if n1.op_type != "Reshape" || !arity(n1, 2) {
                 continue;
             }
             let Some(i2) = only(&n1.output[0]) else { continue };
             let n2 = &graph.node[i2];
-            if n2.op_type != "InstanceNormalization" || n2.input[0] != n1.output[0] {
+            if n2.op_type != "InstanceNormalization" || !arity(n2, 3) || n2.input[0] != n1.output[0] {
                 continue;
             }
             let Some(i3) = only(&n2.output[0]) else { continue };
             let n3 = &graph.node[i3];
-            let Some(i4) = only(&n3.output[0]) else { continue };
+            let Some(i4) = only(&n3.output[0]).filter(|_| arity(n3, 2)) else { continue };
             let n4 = &graph.node[i4];
-            let Some(i5) = only(&n4.output[0]) else { continue };
+            let Some(i5) = only(&n4.output[0]).filter(|_| arity(n4, 2)) else { continue };
             let n5 = &graph.node[i5];
+            if !arity(n5, 2) {
+                continue;
+            }
             if n3.op_type != "Reshape" || n4.op_type != "Mul" || n5.op_type != "Add" {
                 continue;
             }
@@ -620,7 +867,9 @@ fn rewrite_group_norms(path: &Path, graph: &mut pb::GraphProto) -> Result<usize,
             }
             // The second Reshape's shape, if computed by a Shape of the input, goes too.
             let shape_node = graph.node.iter().position(|n| {
-                n.op_type == "Shape" && n.output[0] == n3.input[1] && only(&n.output[0]) == Some(i3)
+                n.op_type == "Shape"
+                    && n.output.first() == Some(&n3.input[1])
+                    && only(&n3.input[1]) == Some(i3)
             });
             found = Some((i1, i2, i3, i4, i5, shape_node, groups, attr_f(n2, "epsilon", 1e-5), g, bt));
             break;
@@ -676,9 +925,10 @@ pub fn import_onnx(
 ) -> Result<OnnxImportReport, ImportError> {
     use bit_runtime::contract::*;
     let mut proto = read_proto(path)?;
+    let (opsets, ir_version) = (proto.opset_import.clone(), proto.ir_version);
     let graph = proto.graph.as_mut().ok_or_else(|| err(path, "graph", "the file has no graph"))?;
     let ops_before = count_ops(graph);
-    let folded = fold_constants(path, graph)?;
+    let folded = fold_constants(path, graph, (&opsets, ir_version))?;
     let group_norms = rewrite_group_norms(path, graph)?;
     // Initializers no longer read (the decomposed GroupNorms' constants).
     let read: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
@@ -791,7 +1041,7 @@ pub fn import_onnx(
         "source_layout": "onnx",
         "source_file": path.file_name().map(|f| f.to_string_lossy().into_owned()),
         "ws_folded": true,
-        "folded_nodes": folded,
+        "folded_nodes": folded.nodes,
         "group_norms_rewritten": group_norms,
     });
     proto.metadata_props.retain(|m| {
@@ -809,7 +1059,17 @@ pub fn import_onnx(
         .metadata_props
         .extend(entries.into_iter().map(|(key, value)| pb::StringStringEntryProto { key, value }));
     write_model(&proto, out)?;
-    Ok(OnnxImportReport { ops_before, ops_after, folded, group_norms, classes, labels_source, preprocess })
+    Ok(OnnxImportReport {
+        ops_before,
+        ops_after,
+        folded: folded.nodes,
+        folded_by_tract: folded.by_tract,
+        constant_left: folded.left,
+        group_norms,
+        classes,
+        labels_source,
+        preprocess,
+    })
 }
 
 #[cfg(test)]
@@ -829,6 +1089,180 @@ mod tests {
         );
         let c = Val::F(vec![1.0, 2.0, 3.0], vec![3]);
         assert_eq!(binary(&a, &c, "Sub"), Some(Val::F(vec![0.0, 0.0, 0.0, 3.0, 3.0, 3.0], vec![2, 3])));
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
+        pb::NodeProto {
+            name: format!("{output}_node"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn folding_keeps_the_element_types_tract_computes_and_leaves_what_it_cannot_evaluate() {
+        let path = Path::new("types.onnx");
+        let mut graph = pb::GraphProto {
+            initializer: vec![
+                write_tensor("a", &Val::I(vec![3, -1, 4], vec![3])),
+                write_tensor("b", &Val::I(vec![3, 5, 4], vec![3])),
+            ],
+            node: vec![
+                // int32 through tract (the evaluator casts to f32 and i64 only).
+                node("Cast", &["a"], "a32", vec![int_attr("to", 6)]),
+                node("Equal", &["a", "b"], "same", vec![]),
+                node("Not", &["same"], "differ", vec![]),
+                // A chain: Range(0, 3, 1) -> Mul by a.
+                node("Range", &["zero", "three", "one"], "r", vec![]),
+                node("Mul", &["r", "a"], "ra", vec![]),
+                node("Constant", &[], "zero", vec![]),
+                node("RandomNormal", &[], "noise", vec![int_attr("dtype", 1)]),
+                node("NoSuchOp", &["a"], "unknown", vec![]),
+                node("Add", &["x", "a32"], "y", vec![]),
+                node("Mul", &["y", "differ"], "z", vec![]),
+                node("Add", &["z", "noise"], "w", vec![]),
+                node("Add", &["w", "unknown"], "v", vec![]),
+                node("Add", &["v", "ra"], "u", vec![]),
+            ],
+            ..Default::default()
+        };
+        // Range's inputs: the first a Constant node placed after it (folded on a later pass).
+        graph.node[5].attribute = vec![pb::AttributeProto {
+            name: "value".into(),
+            r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+            t: Some(write_tensor("", &Val::I(vec![0], vec![]))),
+            ..Default::default()
+        }];
+        graph.initializer.push(write_tensor("three", &Val::I(vec![3], vec![])));
+        graph.initializer.push(write_tensor("one", &Val::I(vec![1], vec![])));
+        let opsets = [pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
+        let folded = fold_constants(path, &mut graph, (&opsets, 8)).unwrap();
+        let init = |name: &str| graph.initializer.iter().find(|t| t.name == name).cloned();
+        use pb::tensor_proto::DataType as D;
+        let a32 = init("a32").expect("a32 folded");
+        assert_eq!(a32.data_type, D::Int32 as i32);
+        assert_eq!(a32.raw_data, [3i32, -1, 4].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        let differ = init("differ").expect("differ folded");
+        assert_eq!((differ.data_type, differ.raw_data.as_slice()), (D::Bool as i32, &[0u8, 1, 0][..]));
+        let ra = init("ra").expect("ra folded");
+        assert_eq!(ra.data_type, D::Int64 as i32);
+        assert_eq!(read_tensor(path, &ra).unwrap(), Val::I(vec![0, -1, 8], vec![3]));
+        assert!(init("same").is_none() && init("r").is_none(), "only what the graph reads");
+        let left: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(left, ["RandomNormal", "NoSuchOp", "Add", "Mul", "Add", "Add", "Add"]);
+        // Cast, Equal, Not, Range, Mul (ra), Constant; three of them by hand.
+        assert_eq!((folded.nodes, folded.by_tract), (6, 4));
+        println!("left: {:#?}", folded.left);
+        assert_eq!(folded.left.len(), 2, "{:?}", folded.left);
+        assert!(
+            folded.left[0].starts_with("'noise_node' (RandomNormal): ") && folded.left[0].contains("random")
+        );
+        assert!(folded.left[1].starts_with("'unknown_node' (NoSuchOp): "), "{:?}", folded.left);
+    }
+
+    #[test]
+    fn evaluator_errors_name_the_node_and_its_op() {
+        let mut graph = pb::GraphProto {
+            initializer: vec![
+                write_tensor("x", &Val::F(vec![1.0; 6], vec![2, 3])),
+                write_tensor("s", &Val::I(vec![4], vec![1])),
+            ],
+            node: vec![node("Reshape", &["x", "s"], "y", vec![])],
+            ..Default::default()
+        };
+        let opsets = [pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
+        let e = fold_constants(Path::new("bad.onnx"), &mut graph, (&opsets, 8)).err().unwrap().to_string();
+        assert!(e.contains("bad.onnx") && e.contains("y_node (Reshape)"), "{e}");
+    }
+
+    /// Malformed nodes on constant inputs: an error naming the node, or the node left with
+    /// tract's reason; never a panic, and never a value that does not match its shape.
+    #[test]
+    fn malformed_constant_nodes_are_errors_or_left_never_panics() {
+        let opsets = [pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
+        let fold = |nodes: Vec<pb::NodeProto>| {
+            let mut graph = pb::GraphProto {
+                initializer: vec![
+                    write_tensor("m", &Val::F(vec![1.0; 6], vec![2, 3])),
+                    write_tensor("s", &Val::F(vec![2.0], vec![])),
+                    write_tensor("min", &Val::I(vec![i64::MIN], vec![1])),
+                    write_tensor("minus1", &Val::I(vec![-1], vec![1])),
+                    write_tensor("long", &Val::I(vec![1; 1 << 16], vec![1 << 16, 1])),
+                    write_tensor("wide", &Val::I(vec![1; 1 << 16], vec![1, 1 << 16])),
+                    write_tensor("zeros", &Val::I(vec![0, 0, 0], vec![3])),
+                    write_tensor("one", &Val::F(vec![1.0], vec![1])),
+                ],
+                node: nodes,
+                ..Default::default()
+            };
+            let r = fold_constants(Path::new("bad.onnx"), &mut graph, (&opsets, 8));
+            r.map(|f| (f.nodes, graph.node.len())).map_err(|e| e.to_string())
+        };
+        let errors = [
+            node("Gather", &["s", "minus1"], "g", vec![]),
+            node("Squeeze", &["m", "minus1"], "sq", vec![]),
+            node("Flatten", &["m"], "f", vec![int_attr("axis", 5)]),
+            node("Reshape", &["m", "zeros"], "r", vec![]),
+            node("Add", &["long", "wide"], "big", vec![]),
+            node("BatchNormalization", &["m", "one", "one", "one", "one"], "bn", vec![]),
+        ];
+        for n in errors {
+            let what = format!("{} ({})", n.name, n.op_type);
+            let e = fold(vec![n]).unwrap_err();
+            assert!(e.contains("bad.onnx") && e.contains(&what), "{e}");
+        }
+        // Missing inputs, integer division overflow: left to tract, which evaluates or refuses.
+        let mut no_output = node("Identity", &["m"], "", vec![]);
+        no_output.output.clear();
+        let others = [
+            node("Identity", &[], "i", vec![]),
+            node("Concat", &[], "c", vec![int_attr("axis", 0)]),
+            node("Div", &["min", "minus1"], "d", vec![]),
+            node("Neg", &["min"], "n", vec![]),
+            node("Mul", &["m"], "mul", vec![]),
+            no_output,
+        ];
+        for n in others {
+            let op = n.op_type.clone();
+            assert!(fold(vec![n]).is_ok(), "{op}");
+        }
+        // A double initializer goes through tract and is written back as double, unchanged.
+        let d = pb::TensorProto {
+            name: "d".into(),
+            dims: vec![2],
+            data_type: pb::tensor_proto::DataType::Double as i32,
+            double_data: vec![0.1, -3.5],
+            ..Default::default()
+        };
+        let mut graph = pb::GraphProto {
+            initializer: vec![d],
+            node: vec![node("Identity", &["d"], "e", vec![]), node("Add", &["x", "e"], "y", vec![])],
+            ..Default::default()
+        };
+        let folded = fold_constants(Path::new("f64.onnx"), &mut graph, (&opsets, 8)).unwrap();
+        assert_eq!((folded.nodes, folded.by_tract), (1, 1));
+        let e = &graph.initializer[0];
+        assert_eq!(
+            (e.name.as_str(), e.data_type, e.dims.as_slice()),
+            ("e", pb::tensor_proto::DataType::Double as i32, &[2i64][..])
+        );
+        let back = load_tensor(e).unwrap();
+        assert_eq!(back.try_as_plain_ram().unwrap().as_slice::<f64>().unwrap(), &[0.1, -3.5]);
+        // A negative dimension is an error, not a zero.
+        let bad = pb::TensorProto { name: "neg".into(), dims: vec![-1], ..graph.initializer[0].clone() };
+        assert!(read_tensor(Path::new("f64.onnx"), &bad).unwrap_err().to_string().contains("neg"));
     }
 
     #[test]
