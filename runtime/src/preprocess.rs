@@ -436,8 +436,26 @@ impl Resizer {
             if self.bgr { (third, second, first) } else { (first, second, third) };
         let a = self.affine;
         let aff = if self.bgr { [a[2], a[1], a[0]] } else { a };
-        let size = self.size as usize;
         let m = src.coeffs();
+        let planes = (r_plane, g_plane, b_plane);
+        if m == convert::Coeffs::BT601_LIMITED {
+            self.yuv_rows(src, scratch, planes, aff, convert::Bt601Limited);
+        } else {
+            self.yuv_rows(src, scratch, planes, aff, m);
+        }
+    }
+
+    /// [`Resizer::fill_yuv`]'s rows, with the coefficients as a value or as constants.
+    #[inline(always)]
+    fn yuv_rows<S: YuvSource>(
+        &self,
+        src: &S,
+        scratch: &mut YuvTaps,
+        (r_plane, g_plane, b_plane): (&mut [f32], &mut [f32], &mut [f32]),
+        aff: [(f32, f32); 3],
+        m: impl convert::Matrix,
+    ) {
+        let size = self.size as usize;
         for (oy, ty) in self.cy.iter().enumerate() {
             scratch.gather_cubic::<S>(ty.idx.map(|y| src.row(y)), &self.cx_idx);
             let rows = oy * size..(oy + 1) * size;
